@@ -1,0 +1,36 @@
+"""The image decoder (deconvolution regulariser), REFERENCE §2.
+
+z (B, D) -> Linear -> (w/16, w/16, 256) + ReLU -> four 3x3 stride-2 transposed
+convolutions (128, 64, 32, 1 channels), each with instance norm; ReLU after the
+first three, tanh after the last -> (B, w, w, 1) in [-1, 1].
+Same initialiser and bias choices as the encoder (model/encoder.py).
+"""
+import keras
+from keras import ops
+
+from model.encoder import InstanceNorm, xavier_initializer
+
+
+class ImageDecoder(keras.layers.Layer):
+  """``call(z (B, D)) -> images (B, w, w, 1)``, tanh output."""
+
+  def __init__(self, hps, **kwargs):
+    super().__init__(**kwargs)
+    self.hps = hps
+    self.side = hps.png_width // 16
+    self.dense = keras.layers.Dense(self.side * self.side * 256, name="dense",
+                                    kernel_initializer=xavier_initializer())
+    self.deconvs = [
+        (keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
+                                      use_bias=False, name=f"deconv{k}",
+                                      kernel_initializer=xavier_initializer()),
+         InstanceNorm(name=f"in{k}"))
+        for k, filters in enumerate((128, 64, 32, 1), start=1)]
+
+  def call(self, z, training=False):
+    x = ops.relu(self.dense(z))
+    x = ops.reshape(x, (-1, self.side, self.side, 256))
+    for k, (deconv, norm) in enumerate(self.deconvs):
+      x = norm(deconv(x))
+      x = ops.tanh(x) if k == len(self.deconvs) - 1 else ops.relu(x)
+    return x
