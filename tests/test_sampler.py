@@ -260,3 +260,53 @@ def test_analogy_and_interpolation():
   np.testing.assert_allclose(line[2], (a + b) / 2, rtol=1e-6)
   n = sampler.normal_codes(4000, D, seed=0)
   assert abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
+
+
+# --- the real model parts at the tiny preset ----------------------------------
+
+def tiny_hps():
+  from hparams import get_hparams
+  return get_hparams("tiny", "num_mixture=3,num_sub=2,max_seq_len=30")
+
+
+def test_real_stroke_decoder_batched_equals_single_and_stops():
+  from model.stroke_decoder import StrokeDecoder
+  hps = tiny_hps()
+  dec = StrokeDecoder(hps)
+  dec.build()
+  z = np.random.default_rng(2).normal(size=(6, hps.z_size)).astype(np.float32)
+  strokes, lengths = sampler.sample_strokes(dec, z, 30, 0.5, seed=8)
+  assert strokes.shape == (6, 30, 5) and lengths.max() <= 30
+  for i in range(6):
+    one = sampler.sample_strokes(dec, z[i:i + 1], 30, 0.5, seed=8, sketch_ids=[i])
+    assert one[1][0] == lengths[i]
+    np.testing.assert_allclose(one[0][0], strokes[i], atol=1e-5)
+    np.testing.assert_array_equal(strokes[i, lengths[i]:, 4], 1)
+  greedy = sampler.sample_strokes(dec, z, 30, greedy=True)
+  cold = sampler.sample_strokes(dec, z, 30, 1e-6, seed=3)
+  np.testing.assert_array_equal(cold[1], greedy[1])
+  np.testing.assert_allclose(cold[0], greedy[0], atol=2e-3)
+
+
+def test_level_k_codes_get_label_k_from_the_real_hierarchy():
+  from model.hierarchy import Hierarchy
+  hps = tiny_hps()
+  h = Hierarchy(hps)
+  K, L, dim = hps.num_components, hps.num_units, hps.z_size
+  rng = np.random.default_rng(0)
+  mu = rng.normal(0.0, 4.0, (K, dim))       # well separated (distance ~ 16)
+  q = np.full((K, L), 1e-10)
+  q[np.arange(K), np.arange(K) // 2] = 1.0
+  h.assign_state((mu, np.full((K, dim), 0.3), np.full(L, 1.0 / L), q / q.sum(0)))
+  assert sampler.live_components(h) == list(range(K))
+  for k in range(K):
+    z = sampler.codes_from_level_k(h, k, 200, seed=k)
+    assert np.mean(h.posteriors(z).label_k.numpy() == k) > 0.95
+  z, ks = sampler.codes_from_level_l(h, 2, 200, seed=1)
+  assert set(ks.tolist()) == {4, 5}
+  assert np.mean(h.posteriors(z).label_l.numpy() == 2) > 0.95
+  # a unit whose prior collapsed makes its components dead
+  h.assign_state((mu, np.full((K, dim), 0.3), np.array([0.5, 0.5, 1e-10]),
+                  q / q.sum(0)))
+  assert sampler.live_components(h) == [0, 1, 2, 3]
+  assert sampler.live_units(h) == [0, 1]
