@@ -1,0 +1,366 @@
+"""Trains RPCL-pix2seqH (REFERENCE §4-§5).
+
+  python train.py --log_root=models/synth --data_dir=datasets/synthetic \\
+      --preset=small --hparams="categories=[circle,square],num_mixture=2"
+
+An epoch is one shuffled pass over the training batches.  Every
+``save_every`` epochs (or every ``--save_every_steps`` steps, for short demos)
+the validation split is evaluated with z = m, no dropout and the masked pen
+loss; the criterion is the stroke loss (lil).  Improved: a checkpoint is saved
+and the test-split losses are reported.  Not improved: the last checkpoint is
+restored (weights, optimiser, hierarchy, step) and a miss is counted; training
+stops after ``patience`` consecutive misses or at ``num_steps``.
+
+``model_config.json`` (hparams with the computed max_seq_len and scale factor)
+is written next to the checkpoints; ``--resume_training`` continues from the
+latest checkpoint with that config (a conflicting --preset/--hparams is
+refused).  A step whose loss or gradients are not finite is skipped inside the
+compiled step; three in a row restore the last checkpoint.
+"""
+import os
+import shutil
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_string("log_root", "models/default",
+                    "Folder for checkpoints, model_config.json and tb/ logs.")
+flags.DEFINE_string("data_dir", None,
+                    "Folder with <category>.npz and <category>_png.npz files.")
+flags.DEFINE_boolean("resume_training", False,
+                     "Continue from the latest checkpoint in --log_root.")
+flags.DEFINE_string("hparams", "",
+                    "Overrides, e.g. 'categories=[bee,bus],num_mixture=4'.")
+flags.DEFINE_enum("preset", "paper", ["paper", "small", "tiny"],
+                  "Hyper-parameter preset applied before --hparams: paper = the "
+                  "published defaults; small / tiny fit a CPU.")
+flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, init, noise.")
+flags.DEFINE_integer("num_steps", None, "Overrides hps.num_steps.")
+flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs.")
+flags.DEFINE_integer("log_every", 20, "Steps between console/TensorBoard logs.")
+flags.DEFINE_integer("save_every_steps", 0,
+                     "If > 0: validate/checkpoint every this many steps instead "
+                     "of every save_every epochs (short demos on small data).")
+flags.DEFINE_boolean("overwrite", False,
+                     "Allow starting afresh in a --log_root that holds a run "
+                     "(deletes its checkpoints and tb/ logs).")
+
+FLAGS = flags.FLAGS
+
+import numpy as np  # noqa: E402  (after flags, so --help is fast to define)
+
+from hparams import CONFIG_NAME, PRESETS, _split_assignments, get_hparams  # noqa: E402
+from hparams import load_config, save_config  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
+from utils.io import ensure_dir  # noqa: E402
+from utils.progress import Progress  # noqa: E402
+
+# hparams a resumed run may change; the computed ones are filled from data.
+RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile")
+COMPUTED_KEYS = {"max_seq_len": -1, "scale_factor": 0.0}
+NONFINITE_RESTORE_AFTER = 3    # consecutive skipped steps -> restore checkpoint
+NONFINITE_GIVE_UP = 12         # consecutive skipped steps -> stop with an error
+NO_DATA_HINT = ("--data_dir is required: make a dataset with `python -m "
+                "data.synthetic --out_dir datasets/synthetic` (no download) or "
+                "fetch QuickDraw with `python -m data.quickdraw --categories "
+                "bee,bus --out_dir datasets/quickdraw`, then pass --data_dir")
+
+
+def log(msg, verbose=True):
+  if verbose:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def config_conflicts(stored, requested, keys=None):
+  """Keys (of ``keys``, default all) whose requested value differs from the
+  stored config, ignoring resumable keys and not-yet-computed values."""
+  keys = sorted(stored.to_dict()) if keys is None else sorted(set(keys))
+  out = []
+  for key in keys:
+    want, have = getattr(requested, key), getattr(stored, key)
+    if key in RESUMABLE_KEYS or want == have:
+      continue
+    if key in COMPUTED_KEYS and want == COMPUTED_KEYS[key]:
+      continue
+    out.append(f"{key}={want!r} (stored {have!r})")
+  return out
+
+
+def has_run(log_root):
+  import tensorflow as tf
+  return (tf.train.latest_checkpoint(log_root) is not None
+          or os.path.exists(os.path.join(log_root, CONFIG_NAME)))
+
+
+def clear_run(log_root):
+  """Deletes the checkpoints, config and tb/ of a previous run (--overwrite)."""
+  for name in os.listdir(log_root):
+    if name == "checkpoint" or name.startswith("ckpt-") or name == CONFIG_NAME:
+      os.remove(os.path.join(log_root, name))
+  shutil.rmtree(os.path.join(log_root, "tb"), ignore_errors=True)
+
+
+def prepare_hps(hps, log_root, resume, overwrite):
+  """The hparams of the run: the stored config when resuming (refusing
+  conflicts), else ``hps`` after making sure no run is overwritten silently."""
+  config_path = os.path.join(log_root, CONFIG_NAME)
+  if resume:
+    if not os.path.exists(config_path):
+      raise UserError(f"--resume_training: no {CONFIG_NAME} in --log_root="
+                      f"{log_root!r}, nothing to resume (drop the flag to start)")
+    stored = load_config(config_path)
+    conflicts = config_conflicts(stored, hps)
+    if conflicts:
+      raise UserError(f"--resume_training: hparams conflict with {config_path}: "
+                      f"{', '.join(conflicts)}; drop them or use a new --log_root")
+    return stored.replace(**{k: getattr(hps, k) for k in RESUMABLE_KEYS})
+  if has_run(log_root):
+    if not overwrite:
+      raise UserError(f"--log_root={log_root!r} already holds a run: pass "
+                      f"--resume_training=True to continue it, --overwrite to "
+                      f"start afresh, or choose another --log_root")
+    clear_run(log_root)
+  return hps
+
+
+def evaluate_split(model, split, hps, eval_fn=None):
+  """Example-weighted means of the eval_step losses over a whole split."""
+  from data.pipeline import make_dataset
+  from model.rpcl_model import LOSS_KEYS
+  eval_fn = eval_fn or model.compiled_eval_step()
+  sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0.0
+  for batch in make_dataset(split, hps, hps.max_seq_len, training=False, seed=0):
+    out = eval_fn(batch)
+    n = float(out["count"])
+    for k in LOSS_KEYS:
+      sums[k] += float(out[k]) * n
+    count += n
+  return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+
+def _fmt(values, keys=("lil", "pen", "de", "gau", "ij")):
+  return " ".join(f"{k} {float(values[k]):.4f}" for k in keys if k in values)
+
+
+def write_scalars(writer, prefix, values, step):
+  """TensorBoard scalars ``prefix/key`` (vectors as ``prefix/key/i``).
+
+  Written with TF's own ``tf.summary.write`` and the scalars-plugin metadata,
+  exactly what ``tf.summary.scalar`` emits, so logging works without the
+  tensorboard package (needed only to view the logs)."""
+  import tensorflow as tf
+  from tensorflow.core.framework import summary_pb2
+  meta = summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+      data_class=summary_pb2.DATA_CLASS_SCALAR)
+  with writer.as_default(step=int(step)):
+    for k, v in values.items():
+      v = np.asarray(v, np.float32)
+      names = ([f"{prefix}/{k}"] if v.ndim == 0 else
+               [f"{prefix}/{k}/{i}" for i in range(v.size)])
+      for name, x in zip(names, v.reshape(-1)):
+        tf.summary.write(name, tf.constant(x), metadata=meta)
+
+
+class _Loop:
+  """Host side of training: epochs, validation, restore-on-miss, NaN policy."""
+
+  def __init__(self, model, state, data, hps, log_root, seed, validate_fn,
+               save_every_steps, max_epochs, log_every, verbose):
+    import tensorflow as tf
+    self.model, self.state, self.data, self.hps = model, state, data, hps
+    self.validate_fn = validate_fn or (
+        lambda m, name: evaluate_split(m, data.splits[name], hps))
+    self.save_every_steps, self.max_epochs = save_every_steps, max_epochs
+    self.log_every, self.verbose, self.seed = max(1, log_every), verbose, seed
+    self.writer = tf.summary.create_file_writer(os.path.join(log_root, "tb"))
+    self.epoch = int(state.epoch.numpy())
+    self.misses, self.skips, self.nonfinite_run = 0, 0, 0
+    self.best = float(state.best_loss.numpy())
+    self.valid, self.test, self.stop = None, None, None
+    self.history = []   # (step, valid lil, improved)
+    self.train_time, self.timed_steps = 0.0, 0
+
+  @property
+  def step(self):
+    return int(self.model.global_step.numpy())
+
+  def validate(self):
+    """REFERENCE §5: improved -> save + test losses; else restore + miss."""
+    hps, step = self.hps, self.step
+    valid = self.validate_fn(self.model, "valid")
+    crit = float(valid["lil"])
+    improved = crit < self.best
+    self.history.append((step, crit, improved))
+    write_scalars(self.writer, "valid", valid, step)
+    if improved:
+      self.best, self.misses, self.valid = crit, 0, valid
+      self.state.best_loss.assign(crit)
+      self.state.epoch.assign(self.epoch)
+      path = self.state.save()
+      self.test = self.validate_fn(self.model, "test")
+      write_scalars(self.writer, "test", self.test, step)
+      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} improved; "
+          f"saved {os.path.basename(path)}; test {_fmt(self.test)}", self.verbose)
+    else:
+      self.misses += 1
+      self.restore()
+      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} not better than "
+          f"{self.best:.4f} (miss {self.misses}/{hps.patience}); restored step "
+          f"{self.step}", self.verbose)
+      if self.misses >= hps.patience:
+        self.stop = "patience"
+    self.writer.flush()
+
+  def restore(self):
+    """Back to the last checkpoint; the epoch counter keeps counting."""
+    if self.state.restore():
+      self.state.epoch.assign(self.epoch)
+      return True
+    return False
+
+  def on_nonfinite(self):
+    self.skips += 1
+    self.nonfinite_run += 1
+    log(f"step {self.step}: non-finite loss or gradient, update skipped "
+        f"({self.nonfinite_run} in a row)", self.verbose)
+    if self.nonfinite_run >= NONFINITE_GIVE_UP:
+      raise UserError(f"training diverged: {self.nonfinite_run} consecutive "
+                      f"non-finite steps even after restoring the checkpoint; "
+                      f"check the data or lower learning_rate")
+    if self.nonfinite_run % NONFINITE_RESTORE_AFTER == 0 and self.restore():
+      log(f"restored the last checkpoint (step {self.step})", self.verbose)
+
+  def log_step(self, out, progress):
+    step = self.step
+    scalars = {k: v for k, v in out.items() if k != "nonfinite"}
+    write_scalars(self.writer, "train", scalars, step)
+    progress.update(0, info=f"step {step} {_fmt(out)} lr {float(out['lr']):.2e} "
+                            f"live_k {int(out['num_live_k'])}")
+
+  def run(self):
+    from data.pipeline import make_dataset
+    hps = self.hps
+    train_fn = self.model.compiled_train_step()
+    dataset = make_dataset(self.data.splits["train"], hps, hps.max_seq_len,
+                           training=True, seed=self.seed, first_epoch=self.epoch)
+    progress = Progress(max(0, hps.num_steps - self.step), "train", "step",
+                        enabled=self.verbose)
+    while self.stop is None and self.step < hps.num_steps:
+      for batch in dataset:
+        t0 = time.perf_counter()
+        out = train_fn(batch)
+        out = {k: v.numpy() for k, v in out.items()}
+        if self.step > 1:   # exclude tracing from the speed measurement
+          self.train_time += time.perf_counter() - t0
+          self.timed_steps += 1
+        if out["nonfinite"]:
+          self.on_nonfinite()
+          continue
+        self.nonfinite_run = 0
+        progress.update(1)
+        if self.step % self.log_every == 0:
+          self.log_step(out, progress)
+        if self.save_every_steps and self.step % self.save_every_steps == 0:
+          self.validate()
+        if self.stop or self.step >= hps.num_steps:
+          break
+      else:
+        self.epoch += 1
+        self.state.epoch.assign(self.epoch)
+        if not self.save_every_steps and self.epoch % hps.save_every == 0:
+          self.validate()
+        if self.max_epochs and self.epoch >= self.max_epochs and not self.stop:
+          self.stop = "max_epochs"
+    if self.stop is None:
+      self.stop = "num_steps"
+      if not self.history or self.history[-1][0] != self.step:
+        self.validate()
+        if self.stop == "patience":
+          self.stop = "num_steps"
+    progress.close()
+    self.writer.flush()
+
+
+def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
+          max_epochs=None, log_every=20, save_every_steps=0, overwrite=False,
+          validate_fn=None, verbose=True):
+  """Trains a model in ``log_root``; returns a summary dict.
+
+  ``validate_fn(model, split_name) -> {"lil": ..., ...}`` replaces the
+  validation/test evaluation (tests inject forced sequences)."""
+  import keras
+  from data.dataset import load_dataset
+  from data.pipeline import semi_mask
+  from model.checkpoint import CheckpointState, build_model
+  if not data_dir:
+    raise UserError(NO_DATA_HINT)
+  ensure_dir(log_root, "--log_root")
+  if num_steps is not None:
+    hps = hps.replace(num_steps=num_steps)
+  hps = prepare_hps(hps, log_root, resume, overwrite)
+  data = load_dataset(data_dir, hps)
+  hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
+  save_config(os.path.join(log_root, CONFIG_NAME), hps)
+  keras.utils.set_random_seed(seed)
+  model = build_model(hps, seed=seed)
+  labels = data.splits["train"].labels
+  mask = semi_mask(labels, hps.semi_percent, hps.semi_balanced,
+                   np.random.default_rng([seed, 7]))
+  state = CheckpointState(model, log_root, semi_mask=mask)
+  if resume and not state.restore():
+    log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
+  loop = _Loop(model, state, data, hps, log_root, seed, validate_fn,
+               save_every_steps, max_epochs, log_every, verbose)
+  log(f"training from step {loop.step} epoch {loop.epoch} to {hps.num_steps} "
+      f"({len(labels)} train sketches, batch {hps.batch_size}, max_seq_len "
+      f"{hps.max_seq_len})", verbose)
+  loop.run()
+  return dict(step=loop.step, epoch=loop.epoch, stop_reason=loop.stop,
+              best_valid_lil=loop.best, valid=loop.valid, test=loop.test,
+              misses=loop.misses, nonfinite_skips=loop.skips,
+              history=loop.history, checkpoint=state.latest, hps=hps,
+              steps_per_sec=loop.timed_steps / max(loop.train_time, 1e-9))
+
+
+def hps_from_flags():
+  """hparams from --preset/--hparams; on resume the stored config, refusing
+  explicitly given values that conflict with it."""
+  hps = get_hparams(FLAGS.preset, FLAGS.hparams)
+  config_path = os.path.join(FLAGS.log_root, CONFIG_NAME)
+  if not (FLAGS.resume_training and os.path.exists(config_path)):
+    return hps
+  stored = load_config(config_path)
+  explicit = [k for k, _ in _split_assignments(FLAGS.hparams)]
+  if FLAGS["preset"].present:
+    explicit += list(PRESETS[FLAGS.preset])
+  conflicts = config_conflicts(stored, hps, explicit)
+  if conflicts:
+    raise UserError(f"--resume_training: --preset/--hparams conflict with "
+                    f"{config_path}: {', '.join(conflicts)}; drop them or use "
+                    f"a new --log_root")
+  given = {k: getattr(hps, k) for k in RESUMABLE_KEYS if k in explicit}
+  return stored.replace(**given)
+
+
+@cli_main
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
+  if not FLAGS.data_dir:
+    raise UserError(NO_DATA_HINT)
+  summary = train(hps_from_flags(), FLAGS.data_dir, FLAGS.log_root,
+                  resume=FLAGS.resume_training, seed=FLAGS.seed,
+                  num_steps=FLAGS.num_steps, max_epochs=FLAGS.max_epochs,
+                  log_every=FLAGS.log_every,
+                  save_every_steps=FLAGS.save_every_steps,
+                  overwrite=FLAGS.overwrite)
+  log(f"done: step {summary['step']}, stopped by {summary['stop_reason']}, best "
+      f"valid lil {summary['best_valid_lil']:.4f}, {summary['steps_per_sec']:.2f} "
+      f"steps/s; model in {FLAGS.log_root}")
+
+
+if __name__ == "__main__":
+  app.run(main)
