@@ -20,14 +20,21 @@ from utils.io import ensure_dir
 from utils import drawing, tree_figure
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input_dir", "outputs/samples",
-                    "Folder with samples.npz written by sample.py.")
-flags.DEFINE_string("output_dir", None, "Where to write the figures "
-                    "(default: the input folder).")
-flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the tree's sketch choice.")
-flags.DEFINE_float("edge_threshold", 0.05, "Smallest q(k|l) drawn as a tree edge.")
-flags.DEFINE_integer("sketches_per_component", 4,
-                     "Member sketches shown per level-k component in tree.jpg.")
+
+
+def define_flags():
+  """The CLI's flags; defined only when run as a script, so that importing
+  this module next to other CLIs never clashes on a flag name."""
+  flags.DEFINE_string("input_dir", "outputs/samples",
+                      "Folder with samples.npz written by sample.py.")
+  flags.DEFINE_string("output_dir", None, "Where to write the figures "
+                      "(default: the input folder).")
+  flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the tree's sketch choice.")
+  flags.DEFINE_float("edge_threshold", 0.05,
+                     "Smallest q(k|l) drawn as a tree edge.")
+  flags.DEFINE_integer("sketches_per_component", 4,
+                       "Member sketches shown per level-k component in tree.jpg.")
+
 
 SAMPLES_NAME = "samples.npz"
 MIN_TSNE_SAMPLES = 5
@@ -61,7 +68,7 @@ def load_samples(input_dir):
   Always has images (N,w,w) uint8, z (N,D) float32, label_k, label_l,
   category (N,) int32 (-1 = none), ref_index (N,) int32 (-1 = none),
   categories (list of str), pi_l (L,), pi_k (K,), q_kl (K,L) float64 and
-  ``path``.  Anything inconsistent is a UserError naming the file and key.
+  ``path``; ref_images when present.  Anything inconsistent is a UserError naming the file and key.
   """
   path = os.path.join(input_dir, SAMPLES_NAME)
   raw = _read_npz(path)
@@ -105,6 +112,10 @@ def load_samples(input_dir):
         or (n and (v.min() < low or v.max() >= high))):
       bad(key, f"integers in [{low}, {high}) of shape ({n},)")
     out[key] = v.astype(np.int32)
+  if "ref_images" in raw:
+    if raw["ref_images"].shape != images.shape or raw["ref_images"].dtype != np.uint8:
+      bad("ref_images", f"uint8 {images.shape} like images")
+    out["ref_images"] = raw["ref_images"]
   for key in ("temperature", "seed", "mode"):
     if key in raw:
       out[key] = raw[key].item() if raw[key].ndim == 0 else raw[key]
@@ -239,4 +250,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

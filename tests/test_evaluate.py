@@ -1,0 +1,162 @@
+"""evaluate.py: the metric core with stand-in encoder / hierarchy / classifier,
+style labels, reference checks, and the CLI's bad-input handling."""
+import collections
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evaluate
+import visualization
+from tests.conftest import ROOT
+from tests.test_classifier import SHAPES, draw_shapes
+from tests.test_visualization import write_samples
+from utils.errors import UserError
+
+Post = collections.namedtuple("Post", "label_k label_l")
+PROJ = np.random.default_rng(7).normal(size=(48 * 48, 6)).astype(np.float32)
+
+
+def encode(x):
+  """Stand-in encoder: a fixed random projection of the [-1, 1] pixels."""
+  x = np.asarray(x)
+  assert x.ndim == 4 and x.shape[-1] == 1 and x.min() >= -1 and x.max() <= 1
+  m = x.reshape(len(x), -1) @ PROJ
+  return m, np.ones_like(m)
+
+
+def make_test_split(n_per_class=20):
+  images, labels = draw_shapes(n_per_class, seed=3)
+  order = np.argsort(labels, kind="stable")           # grouped like load_dataset
+  return images[order], labels[order]
+
+
+def samples_from_refs(tmp_path, images, labels, ref_index, noise=0):
+  rng = np.random.default_rng(0)
+  gen = images[ref_index].astype(int)
+  if noise:
+    gen = np.where(rng.random(gen.shape) < noise, 255 - gen, gen)
+  n = len(ref_index)
+  write_samples(str(tmp_path), n=n, images=gen.astype(np.uint8),
+                ref_images=images[ref_index], ref_index=ref_index.astype(np.int32),
+                category=labels[ref_index].astype(np.int32),
+                categories=np.array(SHAPES),
+                z=np.zeros((n, 8), np.float32), label_k=np.zeros(n, np.int32),
+                label_l=np.zeros(n, np.int32))
+  return visualization.load_samples(str(tmp_path))
+
+
+def test_metrics_core_with_exact_references(tmp_path):
+  images, labels = make_test_split()
+  styles = np.arange(len(labels)) % 2
+  ref = np.random.default_rng(1).permutation(len(labels))[:30]
+  samples = samples_from_refs(tmp_path, images, labels, ref)
+  truth_by_code = {}
+
+  def posteriors(z):
+    # codes of the test split in order: label_k = (category, style), label_l = category.
+    assert z.shape == (len(labels), 6)
+    truth_by_code["z"] = z
+    return Post(labels * 2 + styles, labels)
+
+  predicted = []
+  def predict(imgs):
+    predicted.append(len(imgs))
+    return np.zeros(len(imgs), np.int32)                # always "circle"
+
+  r = evaluate.compute_metrics(encode, posteriors, (images, labels), samples,
+                               list(SHAPES), predict=predict,
+                               styles=labels * 10 + styles, batch_size=16)
+  assert r["ret"] == {"top1": 1.0, "top10": 1.0, "top50": 1.0}
+  assert r["num_ret"] == 30 and predicted == [30]
+  assert r["rec"] == pytest.approx(np.mean(labels[ref] == 0))
+  assert r["rec_per_category"]["circle"] == 1.0
+  assert r["rec_per_category"]["cross"] == 0.0
+  cat_k = r["clustering"]["category"]["level_k"]
+  assert cat_k["purity"] == 1.0 and cat_k["clusters"] == 6
+  assert r["clustering"]["category"]["level_l"]["ari"] == pytest.approx(1.0)
+  assert r["clustering"]["style"]["level_k"]["nmi"] == pytest.approx(1.0)
+  # level-l (3 clusters) against 6 equal (category, style) classes: purity 1/2.
+  assert r["clustering"]["style"]["level_l"]["purity"] == pytest.approx(0.5)
+
+
+def test_retrieval_degrades_with_corrupted_sketches(tmp_path):
+  images, labels = make_test_split()
+  ref = np.arange(len(labels))
+  samples = samples_from_refs(tmp_path, images, labels, ref, noise=0.45)
+  r = evaluate.compute_metrics(encode, lambda z: Post(labels, labels),
+                               (images, labels), samples, list(SHAPES))
+  assert r["ret"]["top1"] < 0.5 and r["ret"]["top50"] >= r["ret"]["top10"]
+  assert "rec" not in r                                 # no classifier given
+
+
+def test_references_must_come_from_this_test_split(tmp_path):
+  images, labels = make_test_split()
+  samples = samples_from_refs(tmp_path, images, labels, np.arange(10))
+  samples["ref_images"] = 255 - samples["ref_images"]
+  with pytest.raises(UserError, match="differ from the test split"):
+    evaluate.check_references(samples, images)
+  samples["ref_index"][0] = len(images)
+  with pytest.raises(UserError, match="another data_dir"):
+    evaluate.check_references(samples, images)
+
+
+def test_category_targets_map_by_name(tmp_path):
+  images, labels = make_test_split()
+  samples = samples_from_refs(tmp_path, images, labels, np.array([0, 25, 45]))
+  assert labels[[0, 25, 45]].tolist() == [0, 1, 2]
+  # the model lists the categories in another order.
+  t = evaluate.category_targets(samples, ["square", "circle", "cross"])
+  assert t.tolist() == [1, 2, 0]
+  with pytest.raises(UserError, match="not trained on"):
+    evaluate.category_targets(samples, ["circle", "cross"])
+
+
+def test_style_labels(tmp_path):
+  labels = np.array([0, 0, 0, 1, 1])
+  np.savez(tmp_path / "a_styles.npz", train=np.zeros(9), valid=np.zeros(2),
+           test=np.array([1, 0, 1, 7]))
+  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
+  assert styles is None and "b_styles.npz" in note
+  np.savez(tmp_path / "b_styles.npz", train=np.zeros(9), valid=np.zeros(2),
+           test=np.array([1, 1]))
+  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
+  assert note == "ok"
+  # (category, style) pairs: a1 a0 a1 b1 b1 -> three distinct classes.
+  assert styles[0] == styles[2] != styles[1] and styles[3] == styles[4] != styles[0]
+  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 2)
+  assert styles is None and "test split has 3" in note
+
+
+def test_format_table_lists_every_metric():
+  result = {"rec": 0.9, "classifier": {"test_accuracy": 0.95},
+            "ret": {"top1": 0.5, "top10": 0.8, "top50": 0.9},
+            "clustering": {"category": {"level_k": {"purity": 1, "nmi": .5, "ari": .25},
+                                        "level_l": {"purity": 1, "nmi": 1, "ari": 1}}},
+            "live_k": 3, "num_k": 10, "live_l": 2, "num_l": 5}
+  table = evaluate.format_table(result)
+  for text in ("Rec", "0.900", "0.950", "Ret top50", "level_k vs category",
+               "0.250", "3/10", "2/5"):
+    assert text in table
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=180,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.mark.parametrize("args,expect", [
+    ((), "--model_dir is required"),
+    (("--model_dir={tmp}/nope", "--data_dir={tmp}"), "does not exist"),
+    (("--model_dir={tmp}", "--data_dir={tmp}", "--batch_size=0"),
+     "--batch_size=0 must be >= 1"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
+  r = _run_cli(*[a.format(tmp=tmp_path) for a in args])
+  assert r.returncode == 2, r.stderr
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and expect in last, r.stderr
+  assert "Traceback" not in r.stderr
