@@ -124,14 +124,18 @@ def image_l1_loss(x, x_hat, global_batch_size=None):
 
 
 def kl_weight(step):
-  """KL warm-up weight 1 - 0.999 * 0.9999^step (REFERENCE §4)."""
-  return 1.0 - 0.999 * tf.pow(tf.constant(0.9999, F32), _f32(step))
+  """KL warm-up weight 1 - 0.999 * 0.9999^step (REFERENCE §4); computed in
+  float64 (1 - 0.999 loses digits in float32), returned as float32."""
+  step = tf.cast(step, tf.float64)
+  return _f32(1.0 - 0.999 * tf.pow(tf.constant(0.9999, tf.float64), step))
 
 
 def learning_rate(step, hps):
   """(learning_rate - min_learning_rate) * decay_rate^(step/3) + min_learning_rate."""
-  decay = tf.pow(tf.constant(hps.decay_rate, F32), _f32(step) / 3.0)
-  return (hps.learning_rate - hps.min_learning_rate) * decay + hps.min_learning_rate
+  decay = tf.pow(tf.constant(hps.decay_rate, tf.float64),
+                 tf.cast(step, tf.float64) / 3.0)
+  return _f32((hps.learning_rate - hps.min_learning_rate) * decay
+              + hps.min_learning_rate)
 
 
 def use_stroke_loss(step, hps):
