@@ -6,7 +6,6 @@ Everything here is pure NumPy; the tf.data pipeline (``data/pipeline.py``)
 calls these functions per sketch.
 """
 import os
-import zipfile
 
 import numpy as np
 
@@ -27,14 +26,7 @@ def load_strokes_npz(path):
   """
   if not os.path.isfile(path):
     raise UserError(f"stroke file {path!r} does not exist")
-  try:
-    npz = np.load(path, allow_pickle=True, encoding="latin1")
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise UserError(f"cannot read stroke file {path!r}: not a valid .npz "
-                    f"file ({_short(e)})") from None
-  if not hasattr(npz, "files"):
-    raise UserError(f"stroke file {path!r} is a single array, expected an .npz "
-                    f"archive with keys {', '.join(SPLITS)}")
+  npz = open_npz(path, "stroke file")
   with npz:
     missing = [k for k in SPLITS if k not in npz.files]
     if missing:
@@ -47,12 +39,33 @@ def load_strokes_npz(path):
         raw = npz[split]
       except Exception as e:  # truncated member, bad pickle, ...
         raise UserError(f"cannot read split {split!r} of stroke file {path!r}"
-                        f" (file truncated or corrupt: {_short(e)})") from None
+                        f" (file truncated or corrupt: {short_error(e)})") from None
       out[split] = _validate_split(raw, path, split)
   return out
 
 
-def _short(err):
+def open_npz(path, what, hint=""):
+  """``np.load`` of a sketch-rnn style .npz (object arrays, latin1 pickles).
+
+  Anything that is not a zip archive is refused before unpickling; a
+  truncated or corrupt archive is a one-line UserError.
+  """
+  try:
+    with open(path, "rb") as f:
+      magic = f.read(4)
+  except OSError as e:
+    raise UserError(f"cannot read {what} {path!r}: {e.strerror}") from None
+  if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # zip (or empty zip)
+    raise UserError(f"{what} {path!r} is not a valid .npz file{hint}")
+  try:
+    return np.load(path, allow_pickle=True, encoding="latin1")
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"cannot read {what} {path!r}: truncated or corrupt .npz "
+                    f"({short_error(e)}){hint}") from None
+
+
+def short_error(err):
+  """First line of an exception message, shortened, for one-line errors."""
   text = str(err).strip().splitlines()
   return (text[0] if text else type(err).__name__)[:120]
 
@@ -216,6 +229,8 @@ def augment_strokes(seqs, r, p, rng):
   Same distribution as calling the two per sketch; one draw of the RNG for
   the whole list.  Returns a new list of float32 (n', 3) arrays.
   """
+  if not len(seqs):
+    return []
   lens = np.array([len(s) for s in seqs])
   flat = np.concatenate(seqs).astype(np.float32)
   scales = rng.uniform(1.0 - r, 1.0 + r, size=(len(seqs), 2)).astype(np.float32)

@@ -1,0 +1,132 @@
+"""The tf.data input pipeline: stroke-5 batches, lengths, images, labels.
+
+Each batch is built by one NumPy function (vectorised over the batch) run by
+``tf.data`` in parallel threads with prefetching, so augmentation happens off
+the training thread.  Randomness never comes from a global stateful RNG: the
+order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
+augmentation of batch ``b`` of epoch ``e`` from ``default_rng([seed, e, b, 1])``,
+so the batch sequence is identical across runs for a seed whatever the
+parallelism.  Every new iteration over a training dataset is the next epoch
+(reshuffled and re-augmented); ``first_epoch`` lets a resumed run continue
+the epoch numbering.
+"""
+import os
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from data import images as I
+from data import strokes as S
+
+# Batches built concurrently; each holds the GIL only between NumPy calls.
+PARALLEL_CALLS = max(2, min(4, os.cpu_count() or 2))
+
+
+def num_batches(n, batch_size, drop_remainder):
+  """Batches per epoch for ``n`` examples."""
+  return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
+class _EpochCounter:
+  """Hands out consecutive epoch numbers, one per iteration of the dataset."""
+
+  def __init__(self, first_epoch):
+    self._next = int(first_epoch)
+    self._lock = threading.Lock()
+
+  def __call__(self):
+    with self._lock:
+      epoch, self._next = self._next, self._next + 1
+    yield np.int64(epoch)
+
+
+class BatchMaker:
+  """Builds batch ``b`` of epoch ``e`` of a :class:`data.dataset.Split` in NumPy."""
+
+  def __init__(self, split, hps, max_seq_len, augment, seed, shuffle):
+    self.split, self.hps, self.max_seq_len = split, hps, int(max_seq_len)
+    self.augment, self.seed, self.shuffle = augment, int(seed) & 0x7FFFFFFF, shuffle
+    self.batch_size = hps.batch_size
+    self._orders = {}
+    self._lock = threading.Lock()
+
+  def order(self, epoch):
+    """The example order of ``epoch`` (a permutation when shuffling)."""
+    n = len(self.split)
+    if not self.shuffle:
+      return np.arange(n)
+    with self._lock:
+      if epoch not in self._orders:
+        if len(self._orders) > 4:
+          self._orders.pop(min(self._orders))
+        self._orders[epoch] = np.random.default_rng(
+            [self.seed, int(epoch)]).permutation(n)
+      return self._orders[epoch]
+
+  def batch(self, epoch, index):
+    """-> (strokes5 (B,T+1,5) f32, seq_len (B,) i32, images (B,w,w,1) f32, labels (B,) i32)."""
+    epoch, index = int(epoch), int(index)
+    idx = self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+    seqs = [self.split.strokes[i] for i in idx]
+    imgs = self.split.images[idx]
+    if self.augment:
+      hps = self.hps
+      rng = np.random.default_rng([self.seed, epoch, index, 1])
+      seqs = S.augment_strokes(seqs, hps.random_scale_factor,
+                               hps.augment_stroke_prob, rng)
+      imgs = I.augment_images(imgs, hps, rng)
+    lens = np.array([len(s) for s in seqs], np.int32)
+    return (S.to_stroke5(seqs, self.max_seq_len), lens,
+            I.to_unit_range(imgs)[..., None], self.split.labels[idx].astype(np.int32))
+
+
+def make_dataset(split, hps, max_seq_len, training, seed, shuffle=None,
+                 drop_remainder=None, first_epoch=0):
+  """A ``tf.data.Dataset`` of ``(strokes5, seq_len, images, labels)`` batches.
+
+  ``training``: augmentation on, and by default shuffled per epoch with
+  ``drop_remainder=True`` (static batch size).  Otherwise in order, no
+  augmentation, the last partial batch kept.  One iteration = one epoch.
+  """
+  shuffle = training if shuffle is None else shuffle
+  drop_remainder = training if drop_remainder is None else drop_remainder
+  maker = BatchMaker(split, hps, max_seq_len, training, seed, shuffle)
+  n_batches = num_batches(len(split), hps.batch_size, drop_remainder)
+  bsz = hps.batch_size if drop_remainder else None
+  w, t = hps.png_width, int(max_seq_len) + 1
+
+  def build(epoch, index):
+    out = tf.numpy_function(maker.batch, [epoch, index],
+                            [tf.float32, tf.int32, tf.float32, tf.int32],
+                            stateful=False)
+    shapes = [(bsz, t, 5), (bsz,), (bsz, w, w, 1), (bsz,)]
+    for x, shape in zip(out, shapes):
+      x.set_shape(shape)
+    return tuple(out)
+
+  epochs = tf.data.Dataset.from_generator(
+      _EpochCounter(first_epoch), output_signature=tf.TensorSpec((), tf.int64))
+  ds = epochs.flat_map(lambda e: tf.data.Dataset.range(n_batches).map(
+      lambda b: (e, b)))
+  ds = ds.map(build, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  opts = tf.data.Options()
+  opts.deterministic = True
+  return ds.with_options(opts)
+
+
+def semi_mask(labels, percent, balanced, rng):
+  """Which training examples count as labelled (REFERENCE §5) -> bool (N,).
+
+  ``balanced=False``: ``round(percent * N)`` examples chosen uniformly;
+  ``balanced=True``: ``round(percent * N_c)`` chosen within every category c.
+  """
+  labels = np.asarray(labels)
+  mask = np.zeros(len(labels), bool)
+  groups = ([np.flatnonzero(labels == c) for c in np.unique(labels)]
+            if balanced else [np.arange(len(labels))])
+  for members in groups:
+    k = int(round(percent * len(members)))
+    mask[rng.choice(members, size=k, replace=False)] = True
+  return mask
