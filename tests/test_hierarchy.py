@@ -1,7 +1,7 @@
-"""model/hierarchy.py against an independent NumPy implementation of REFERENCE §3,
-the batch_sum (all-reduce) contract, the toy pruning problem, numerical safety."""
-import threading
-
+"""model/hierarchy.py against an independent NumPy implementation of REFERENCE §3;
+the layer, the ablations and numerical safety.  The batch_sum (all-reduce)
+contract is in test_hierarchy_distributed.py, the toy pruning problem in
+test_hierarchy_pruning.py."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -225,55 +225,6 @@ def test_schedule():
   assert not bool(H.is_rpcl_step(tf.constant(102), cfg(rpcl=False)))
 
 
-# ------------------------------------------------------------- batch_sum ---
-class ThreadAllReduce:
-  """Simulates replicas: each thread runs the update on its shard and
-  batch_sum sums every replica's contribution (like an all-reduce)."""
-
-  def __init__(self, n):
-    self.barrier = threading.Barrier(n, timeout=60)
-    self.slots = [None] * n
-
-  def batch_sum_for(self, i):
-    def batch_sum(nest):
-      self.slots[i] = nest
-      self.barrier.wait()
-      total = tf.nest.map_structure(lambda *xs: tf.add_n(list(xs)), *self.slots)
-      self.barrier.wait()
-      return total
-    return batch_sum
-
-
-@pytest.mark.parametrize("step", [50, 102])
-def test_batch_sum_over_replicas_equals_full_batch(step):
-  state, y, m, s = random_problem(5, b=2 * B)
-  st = H.HierarchyState(*tf64(*state))
-  full_state, full_out = H.hierarchy_update(st, *tf64(y, m, s), step, cfg())
-  reducer, results = ThreadAllReduce(2), [None, None]
-  calls = []
-
-  def replica(i):
-    sl = slice(i * B, (i + 1) * B)
-    def counting(nest, f=reducer.batch_sum_for(i)):
-      calls.append(i)
-      return f(nest)
-    results[i] = H.hierarchy_update(st, *tf64(y[sl], m[sl], s[sl]), step,
-                                    cfg(), batch_sum=counting)
-
-  threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
-  [t.start() for t in threads]
-  [t.join() for t in threads]
-  assert calls.count(0) == calls.count(1) == 4     # M-step x2, merge, pi_l
-  for i in range(2):
-    for a, b in zip(results[i][0], full_state):    # identical state everywhere
-      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-  for a, b in zip(zip(*[results[i][1] for i in range(2)]), full_out):
-    np.testing.assert_allclose(np.concatenate(a), b, rtol=1e-10, atol=1e-14)
-  # The halves alone (identity batch_sum) give a different update.
-  alone, _ = H.hierarchy_update(st, *tf64(y[:B], m[:B], s[:B]), step, cfg())
-  assert not np.allclose(alone.mu, full_state.mu, rtol=1e-6)
-
-
 # ------------------------------------------------------- layer, ablations ---
 def hps_for(over=""):
   return get_hparams("paper", f"z_size={D},num_mixture={L},num_sub={SUB}" +
@@ -294,8 +245,6 @@ def test_layer_init_update_posteriors_checkpoint(tmp_path):
   assert all(not w.trainable for w in h1.weights) and len(h1.weights) == 4
   _, y, m, s = random_problem(6)
   state0 = h1.state()
-  ref_state, ref_out = np_update(tuple(np.asarray(x) for x in state0), y, m, s,
-                                 False)
   out = h1.update(tf.constant(y, tf.float32), m.astype(np.float32),
                   s.astype(np.float32), tf.constant(5))
   assert out.p_k.dtype == tf.float32 and out.label_k.dtype == tf.int32
@@ -391,57 +340,3 @@ def test_numerical_safety(case):
     np.testing.assert_allclose(np.sum(o.p_k, 1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.sum(o.p_l_given_yk, 2), 1.0, rtol=1e-5)
     assert np.all(np.asarray(h.sigma2) >= 1e-10) and np.all(np.asarray(h.sigma2) <= 1e10)
-
-
-# ------------------------------------------------------------ toy problem ---
-def run_toy(over, seed=0, steps=6000, dim=4, batch=64, n=600):
-  """Codes from 3 well separated Gaussians (centres 6 e_c, std 0.3); the update
-  loop runs on random batches of these fixed codes (m = y = code, s = 1e-3)."""
-  hps = get_hparams("paper", f"z_size={dim},{over}")
-  rng = np.random.RandomState(seed)
-  truth = rng.randint(3, size=n)
-  codes = tf.constant(6.0 * np.eye(3, dim)[truth] + 0.3 * rng.randn(n, dim),
-                      tf.float32)
-  h = H.Hierarchy(hps, seed=seed)
-
-  @tf.function
-  def loop(num):
-    for t in tf.range(num, dtype=tf.int64):
-      idx = tf.random.stateless_uniform([batch], [seed, t], maxval=n, dtype=tf.int64)
-      y = tf.gather(codes, idx)
-      h.update(y, y, tf.fill(tf.shape(y), 1e-3), t)
-    return num
-
-  loop(tf.constant(steps, tf.int64))
-  out = h.posteriors(codes)
-  pi_k = np.sort(np.asarray(h.pi_k()))[::-1]
-  pi_l = np.sort(np.asarray(h.pi_l))[::-1]
-  purity = lambda lab: sum(np.bincount(lab[truth == c]).max() for c in range(3)) / n
-  return dict(live_k=int((pi_k > 0.05).sum()), live_l=int((pi_l > 0.05).sum()),
-              surplus_k=1 - pi_k[:3].sum(), surplus_l=1 - pi_l[:3].sum(),
-              purity_k=purity(np.asarray(out.label_k)),
-              purity_l=purity(np.asarray(out.label_l)), pi_k=pi_k.round(3))
-
-
-def test_toy_rpcl_prunes_flat_gmm():
-  """K = L = 8 Gaussians (flat): RPCL leaves one live component per cluster."""
-  rpcl = run_toy("num_mixture=4,num_sub=2,hierarchy=flat")
-  em = run_toy("num_mixture=4,num_sub=2,hierarchy=flat,rpcl=False")
-  print("toy flat K=8  RPCL:", rpcl, "\n              EM:", em)
-  assert rpcl["live_k"] == 3 and rpcl["surplus_k"] < 0.15
-  assert rpcl["purity_k"] > 0.85
-  assert em["live_k"] >= 6 and em["surplus_k"] > 0.35
-
-
-def test_toy_rpcl_prunes_two_level_units():
-  """K = L = 8 (the reference's layout): RPCL leaves one live level-l unit per
-  cluster (each keeps its anchor and its merge winner, so 2 components per
-  unit at level k); EM only keeps surplus units alive."""
-  rpcl = run_toy("num_mixture=8,num_sub=1")
-  em = run_toy("num_mixture=8,num_sub=1,rpcl=False")
-  print("toy two-level K=L=8  RPCL:", rpcl, "\n                     EM:", em)
-  assert rpcl["live_l"] == 3 and rpcl["surplus_l"] < 0.05
-  assert rpcl["purity_l"] > 0.95
-  assert rpcl["live_k"] <= 2 * rpcl["live_l"]
-  assert em["live_l"] >= 5 and em["surplus_l"] > 0.3
-  assert em["live_k"] > rpcl["live_k"]
