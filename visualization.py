@@ -155,6 +155,29 @@ def _normalise(xy):
   return (xy - low) / np.where(high > low, high - low, 1.0)
 
 
+def snap_to_grid(pos, cols, rows, inset=0.12, max_fill=0.6):
+  """Integer (col, row) cells for positions in [0, 1]^2: each point takes the
+  free cell nearest to its (inset) position, points nearest the overall centre
+  first so that clusters grow outwards; sketches then do not hide each other
+  while t-SNE neighbourhoods stay together.  None when the grid is too small."""
+  n = len(pos)
+  if n > max_fill * cols * rows:
+    return None
+  target = (inset + (1 - 2 * inset) * pos) * [cols - 1, rows - 1]
+  grid = np.stack(np.meshgrid(np.arange(cols), np.arange(rows), indexing="ij"),
+                  -1).reshape(-1, 2)
+  free = np.ones(len(grid), bool)
+  centre = target.mean(0)
+  out = np.zeros((n, 2), int)
+  for i in np.argsort(np.sum((target - centre) ** 2, 1), kind="stable"):
+    d = np.sum((grid - target[i]) ** 2, 1)
+    d[~free] = np.inf
+    j = int(np.argmin(d))
+    free[j] = False
+    out[i] = grid[j]
+  return out
+
+
 def draw_result(xy, samples, path):
   """result.jpg: each sketch at its t-SNE position on a large white canvas."""
   n = len(xy)
@@ -173,9 +196,14 @@ def draw_result(xy, samples, path):
         drawing.font(max(18, width // 90)))
     top = legend_h + 20
   canvas = np.asarray(pil).copy()
-  pos = _normalise(xy)
-  x = np.round(8 + pos[:, 0] * (width - 16 - thumb)).astype(int)
-  y = np.round(top + pos[:, 1] * (height - top - 8 - thumb)).astype(int)
+  cols, rows = (width - 16) // thumb, (height - top - 8) // thumb
+  cells = snap_to_grid(_normalise(xy), cols, rows)
+  if cells is not None:           # each sketch in its own cell, near its position
+    x, y = 8 + cells[:, 0] * thumb, top + cells[:, 1] * thumb
+  else:                           # too many to separate: overlap (darker wins)
+    pos = _normalise(xy)
+    x = np.round(8 + pos[:, 0] * (width - 16 - thumb)).astype(int)
+    y = np.round(top + pos[:, 1] * (height - top - 8 - thumb)).astype(int)
   for i in range(n):
     img = np.asarray(drawing.thumbnail(images[i], thumb, colours[i]))
     drawing.paste_darker(canvas, img, x[i], y[i])

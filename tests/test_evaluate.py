@@ -160,3 +160,65 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and expect in last, r.stderr
   assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """(data_dir, model_dir) of a tiny model trained for a few steps."""
+  import train
+  from tests.test_train import make_tiny_dataset, tiny_hps
+  root = tmp_path_factory.mktemp("evaluate_e2e")
+  data_dir = make_tiny_dataset(str(root / "data"))
+  model_dir = str(root / "model")
+  train.train(tiny_hps(), data_dir, model_dir, num_steps=3, save_every_steps=3,
+              verbose=False)
+  return data_dir, model_dir
+
+
+def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
+  """Samples whose images ARE their references: Ret@1 must be exactly 1 through
+  the real encoder, and Rec equals the classifier's accuracy on them."""
+  import json
+  from data.dataset import load_dataset
+  from model import classifier as cls
+  from model.checkpoint import load_trained
+  data_dir, model_dir = trained
+  hps, model = load_trained(model_dir)
+  test = load_dataset(data_dir, hps).splits["test"]
+  ref = np.random.default_rng(0).permutation(len(test.labels))[:12]
+  write_samples(str(tmp_path), n=12, images=test.images[ref],
+                ref_images=test.images[ref], ref_index=ref.astype(np.int32),
+                category=test.labels[ref].astype(np.int32),
+                categories=np.array(hps.categories),
+                pi_l=model.hierarchy.pi_l.numpy(),
+                pi_k=model.hierarchy.pi_k().numpy(),
+                q_kl=model.hierarchy.q_kl.numpy(),
+                z=np.zeros((12, hps.z_size), np.float32),
+                label_k=np.zeros(12, np.int32), label_l=np.zeros(12, np.int32))
+  out = str(tmp_path / "eval.json")
+  r = evaluate.evaluate(model_dir, data_dir, str(tmp_path), out,
+                        classifier_epochs=4, show_progress=False)
+  assert r["ret"] == {"top1": 1.0, "top10": 1.0, "top50": 1.0}
+  assert r["num_ret"] == 12 and r["num_test"] == len(test.labels)
+  clf, info = cls.load_classifier(os.path.join(model_dir, "classifier"),
+                                  hps.categories, hps.png_width)
+  assert r["classifier"]["test_accuracy"] == info["test_accuracy"] > 0.8
+  pred = cls.predict_labels(clf, test.images[ref])
+  assert r["rec"] == pytest.approx(np.mean(pred == test.labels[ref]))
+  assert 1 <= r["live_k"] <= r["num_k"] == hps.num_components
+  assert r["styles"].startswith("no ")                 # tiny data has no styles
+  assert set(r["clustering"]["category"]) == {"level_k", "level_l"}
+  saved = json.load(open(out))
+  assert saved["ret"] == r["ret"] and saved["rec"] == r["rec"]
+
+
+def test_visualize_sample_py_output(trained, tmp_path):
+  """The real samples.npz of sample.py goes through visualization unchanged."""
+  sample = pytest.importorskip("sample")
+  data_dir, model_dir = trained
+  out = tmp_path / "samples"
+  sample.synthesize(model_dir, str(out), data_dir=data_dir, num_per_category=4)
+  samples = visualization.load_samples(str(out))
+  paths = visualization.visualize(samples, str(out))
+  for path in paths.values():
+    assert os.path.getsize(path) > 10000

@@ -157,3 +157,13 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
   assert lines[-1].startswith("error: ") and expect in lines[-1], r.stderr
   assert "Traceback" not in r.stderr
   assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
+
+
+def test_snap_to_grid_gives_distinct_cells_near_positions():
+  rng = np.random.default_rng(0)
+  pos = np.concatenate([rng.normal(0.1, 0.02, (30, 2)), rng.normal(0.9, 0.02, (30, 2))])
+  cells = visualization.snap_to_grid(np.clip(pos, 0, 1), 20, 15)
+  assert len({tuple(c) for c in cells}) == 60                 # no two share a cell
+  assert cells[:30, 0].max() < cells[30:, 0].min()           # clusters stay apart
+  assert cells[:30, 1].max() < cells[30:, 1].min()
+  assert visualization.snap_to_grid(pos, 5, 5) is None        # grid too small
