@@ -1,0 +1,107 @@
+"""data.synthetic: format, determinism, recognisable categories and styles."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data import raster, synthetic
+from data.strokes import load_strokes_npz
+from tests.conftest import ROOT
+from utils.errors import UserError
+
+SIZES = (150, 20, 60)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  out = tmp_path_factory.mktemp("syn")
+  synthetic.generate(str(out), seed=7, sizes=SIZES, png_width=48)
+  return out
+
+
+def test_files_and_format(dataset):
+  names = set(os.listdir(dataset))
+  assert "contact_sheet.png" in names
+  assert len(synthetic.CATEGORIES) >= 5
+  for cat, (_, styles) in synthetic.CATEGORIES.items():
+    assert 2 <= len(styles) <= 3
+    d = np.load(dataset / f"{cat}.npz", allow_pickle=True, encoding="latin1")
+    png = np.load(dataset / f"{cat}_png.npz")
+    sty = np.load(dataset / f"{cat}_styles.npz")
+    for split, n in zip(synthetic.SPLITS, SIZES):
+      seqs = d[split]
+      assert seqs.dtype == object and len(seqs) == n
+      assert png[split].shape == (n, 48, 48) and png[split].dtype == np.uint8
+      assert sty[split].shape == (n,) and sty[split].dtype == np.int32
+      assert set(np.unique(sty[split])) <= set(range(len(styles)))
+      for s, img in zip(seqs[:5], png[split][:5]):
+        assert s.dtype == np.int16 and s.ndim == 2 and s.shape[1] == 3
+        np.testing.assert_array_equal(img, raster.render(s, 48))
+      lens = np.array([len(s) for s in seqs])
+      assert lens.min() >= 10 and lens.max() <= synthetic.MAX_POINTS
+      spans = np.array([np.ptp(np.cumsum(s[:, :2], 0), axis=0).max() for s in seqs])
+      assert 60 <= spans.min() and spans.max() <= 320   # QuickDraw-like
+      assert all(s[-1, 2] == 1 and set(np.unique(s[:, 2])) <= {0, 1} for s in seqs)
+    # The project's loader accepts the files as they are.
+    loaded = load_strokes_npz(str(dataset / f"{cat}.npz"))
+    assert [len(loaded[k]) for k in synthetic.SPLITS] == list(SIZES)
+
+
+def test_deterministic_and_category_independent(tmp_path):
+  synthetic.generate(str(tmp_path / "a"), 3, (10, 2, 2), ["fish", "star"],
+                     contact_sheet=False)
+  synthetic.generate(str(tmp_path / "b"), 3, (10, 2, 2), ["star"],
+                     contact_sheet=False)
+  synthetic.generate(str(tmp_path / "c"), 4, (10, 2, 2), ["star"],
+                     contact_sheet=False)
+  load = lambda p: np.load(p, allow_pickle=True)["train"]
+  a, b, c = (load(tmp_path / x / "star.npz") for x in "abc")
+  assert all(np.array_equal(x, y) for x, y in zip(a, b))
+  assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def _features(imgs):
+  """16x16 average-pooled ink (48x48 images), normalised."""
+  ink = 1.0 - imgs.astype(np.float32) / 255
+  f = ink.reshape(len(ink), 16, 3, 16, 3).mean(axis=(2, 4)).reshape(len(ink), -1)
+  return f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-6)
+
+
+def _nearest_centroid_accuracy(train_x, train_y, test_x, test_y):
+  labels = np.unique(train_y)
+  cent = np.stack([train_x[train_y == k].mean(0) for k in labels])
+  pred = labels[np.argmax(test_x @ cent.T, axis=1)]
+  return (pred == test_y).mean()
+
+
+def test_categories_and_styles_are_distinguishable(dataset):
+  cats = list(synthetic.CATEGORIES)
+  x = {s: [] for s in ("train", "test")}
+  y = {s: [] for s in ("train", "test")}
+  for i, cat in enumerate(cats):
+    png = np.load(dataset / f"{cat}_png.npz")
+    for s in x:
+      x[s].append(_features(png[s]))
+      y[s].append(np.full(len(png[s]), i))
+  x = {s: np.concatenate(v) for s, v in x.items()}
+  y = {s: np.concatenate(v) for s, v in y.items()}
+  acc = _nearest_centroid_accuracy(x["train"], y["train"], x["test"], y["test"])
+  assert acc >= 0.9, acc                      # chance: 1/5
+  # Styles within a category: well above chance as well.
+  for cat, (_, styles) in synthetic.CATEGORIES.items():
+    png, sty = np.load(dataset / f"{cat}_png.npz"), np.load(dataset / f"{cat}_styles.npz")
+    acc = _nearest_centroid_accuracy(_features(png["train"]), sty["train"],
+                                     _features(png["test"]), sty["test"])
+    assert acc >= min(1.0, 1.6 / len(styles)), (cat, acc)
+
+
+def test_errors(tmp_path):
+  with pytest.raises(UserError, match="unknown synthetic category"):
+    synthetic.generate(str(tmp_path), categories=["dragon"])
+  res = subprocess.run([sys.executable, "-m", "data.synthetic", "--out_dir",
+                        str(tmp_path / "x"), "--categories", "dragon"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+  assert not (tmp_path / "x").exists()
