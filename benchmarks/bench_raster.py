@@ -97,9 +97,10 @@ def load_sketches(num):
 
 
 def _timed(fn):
-  start = time.perf_counter()
+  """(result, wall seconds, CPU seconds of this process)."""
+  start, cpu = time.perf_counter(), time.process_time()
   out = fn()
-  return out, time.perf_counter() - start
+  return out, time.perf_counter() - start, time.process_time() - cpu
 
 
 def run(num=2000, width=48, workers=2):
@@ -108,10 +109,10 @@ def run(num=2000, width=48, workers=2):
   seqs, source = load_sketches(num)
   raster.render_many(seqs[:64], width, workers=1)          # warm-up
   reference_render(seqs[0], width, cairosvg)
-  ref, t_ref = _timed(lambda: np.stack(
+  ref, t_ref, c_ref = _timed(lambda: np.stack(
       [reference_render(s, width, cairosvg) for s in seqs]))
-  one, t_one = _timed(lambda: raster.render_many(seqs, width, workers=1))
-  ours, t_ours = _timed(lambda: raster.render_many(seqs, width, workers))
+  one, t_one, c_one = _timed(lambda: raster.render_many(seqs, width, workers=1))
+  ours, t_ours, _ = _timed(lambda: raster.render_many(seqs, width, workers))
   assert np.array_equal(one, ours)
   diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
   n = len(seqs)
@@ -120,6 +121,9 @@ def run(num=2000, width=48, workers=2):
       "reference_per_s": n / t_ref, "ours_per_s": n / t_ours,
       "ours_1worker_per_s": n / t_one,
       "ratio": t_ref / t_ours, "ratio_1worker": t_ref / t_one,
+      # CPU seconds per sketch, single process: robust to other load.
+      "ratio_cpu_1worker": c_ref / c_one,
+      "reference_cpu_ms": 1e3 * c_ref / n, "ours_cpu_ms": 1e3 * c_one / n,
       "mean_abs_diff": float(diff.mean()), "max_abs_diff": int(diff.max()),
       "frac_pixels_diff_gt_16": float((diff > 16).mean()),
   }
@@ -135,6 +139,9 @@ def report(res):
       f" sketches/s  ({res['ratio_1worker']:.0f}x)",
       f"  data.raster, {res['workers']} workers:               "
       f"{res['ours_per_s']:9.1f} sketches/s  ({res['ratio']:.0f}x)",
+      f"  CPU time per sketch: reference {res['reference_cpu_ms']:.3f} ms, "
+      f"data.raster {1e3 * res['ours_cpu_ms']:.1f} us "
+      f"({res['ratio_cpu_1worker']:.0f}x per core)",
       f"  mean |diff| {res['mean_abs_diff']:.3f} grey levels, max "
       f"{res['max_abs_diff']}, pixels differing by > 16: "
       f"{100 * res['frac_pixels_diff_gt_16']:.3f}%",
