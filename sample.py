@@ -1,0 +1,398 @@
+"""Sketch synthesis from a trained RPCL-pix2seqH model (REFERENCE §6).
+
+  python sample.py --model_dir=DIR --output_dir=outputs/samples \\
+      --num_per_category=10 --conditional=True
+
+Modes: conditional (codes = encoder means of random test references),
+unconditional (z ~ N(0, I)), --level_k / --level_l (codes from a chosen
+level-k Gaussian or level-l unit), --analogy=A,B,C (z_C + z_B - z_A) and
+--interpolate=A,B (codes along the line); A, B, C index the test split as
+loaded with the model's hparams (categories in order, first
+num_per_category each).  All sketches are decoded together by
+model/sampler.py.  The output folder (per-sketch SVG + 48x48 PNG,
+samples.npz, grid.png) is built in a temporary folder and renamed into place.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from absl import app, flags
+
+from utils.errors import UserError, cli_main
+
+FLAGS = flags.FLAGS
+# Names like data_dir / output_dir / seed are also defined by the other CLIs;
+# overriding lets tests import several CLI modules in one process.
+_SHARED = dict(allow_override=True)
+flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json + "
+                    "checkpoint), the --log_root of train.py.", **_SHARED)
+flags.DEFINE_string("output_dir", "outputs/samples", "Where to write the samples "
+                    "(visualization.py reads this folder by default).", **_SHARED)
+flags.DEFINE_string("data_dir", None, "Data folder for reference sketches; default: "
+                    "the one recorded by train.py in the model folder.", **_SHARED)
+flags.DEFINE_integer("num_per_category", 10, "Sketches per category (conditional / "
+                     "unconditional) or per requested component / analogy.", **_SHARED)
+flags.DEFINE_boolean("conditional", True, "Codes from test-split references (True) "
+                     "or z ~ N(0, I) (False).", **_SHARED)
+flags.DEFINE_float("temperature", 0.24, "Sampling temperature tau > 0.", **_SHARED)
+flags.DEFINE_boolean("greedy", False, "Argmax mixture / mean offsets / argmax pen.", **_SHARED)
+flags.DEFINE_integer("seed", 0, "Seed of references, codes and decoding noise.", **_SHARED)
+flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.", **_SHARED)
+flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.", **_SHARED)
+flags.DEFINE_string("analogy", None, "A,B,C: test indices; decode z_C + (z_B - z_A).", **_SHARED)
+flags.DEFINE_string("interpolate", None, "A,B: test indices; decode codes between.", **_SHARED)
+flags.DEFINE_integer("steps", 8, "Number of codes for --interpolate (>= 2).", **_SHARED)
+flags.DEFINE_list("categories", None, "Conditional mode: only these categories.", **_SHARED)
+flags.DEFINE_integer("max_len", 0, "Longest sketch in points (0: max_seq_len).", **_SHARED)
+flags.DEFINE_boolean("overwrite", False, "Replace an existing non-empty output_dir.", **_SHARED)
+
+CELL = 64              # grid cell size in pixels
+PER_ROW = 10           # grid cells per line
+SVG_SIZE = 256
+TRAIN_INFO = "train_info.json"
+
+
+# --- argument checks (all before anything is loaded or written) --------------
+
+def parse_indices(text, count, flag):
+  """'3,17' -> [3, 17]; UserError for a wrong count or non-integers."""
+  parts = [p.strip() for p in (text or "").split(",")]
+  try:
+    values = [int(p) for p in parts]
+  except ValueError:
+    values = None
+  if values is None or len(values) != count:
+    raise UserError(f"{flag}={text!r} is malformed: expected {count} "
+                    f"comma-separated test-split indices")
+  return values
+
+
+def check_output_dir(path, overwrite):
+  """Refuses a file, a non-empty folder without --overwrite, or no write access."""
+  path = os.path.abspath(path)
+  if os.path.exists(path):
+    if not os.path.isdir(path):
+      raise UserError(f"--output_dir={path!r} is a file, expected a folder")
+    if os.listdir(path) and not overwrite:
+      raise UserError(f"--output_dir={path!r} is not empty (a previous run?): "
+                      f"pass --overwrite to replace it or choose another folder")
+  parent = os.path.dirname(path)
+  while not os.path.isdir(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserError(f"--output_dir={path!r}: folder {parent!r} is not writable")
+
+
+def check_args(num_per_category, temperature, greedy, steps, max_len, modes):
+  if max_len < 0:
+    raise UserError(f"--max_len={max_len}: expected 0 (the model's max_seq_len) "
+                    f"or an integer >= 1")
+  if num_per_category < 1:
+    raise UserError(f"--num_per_category={num_per_category}: expected an integer >= 1")
+  if not greedy and not temperature > 0:
+    raise UserError(f"--temperature={temperature}: expected a number > 0 "
+                    f"(or --greedy)")
+  if steps < 2:
+    raise UserError(f"--steps={steps}: expected an integer >= 2")
+  chosen = [name for name, value in modes.items() if value is not None]
+  if len(chosen) > 1:
+    raise UserError(f"{' and '.join('--' + c for c in chosen)} exclude each "
+                    f"other: choose one mode")
+
+
+def stored_data_dir(model_dir):
+  """The data_dir train.py recorded in the model folder, if any."""
+  try:
+    with open(os.path.join(model_dir, TRAIN_INFO)) as f:
+      value = json.load(f).get("data_dir")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return value if isinstance(value, str) and os.path.isdir(value) else None
+
+
+# --- codes ------------------------------------------------------------------
+
+def load_test_split(model_dir, data_dir, hps, why):
+  from data.dataset import load_dataset
+  data_dir = data_dir or stored_data_dir(model_dir)
+  if not data_dir:
+    raise UserError(f"--data_dir is required for {why} (no data folder is "
+                    f"recorded in {model_dir!r})")
+  return load_dataset(data_dir, hps).splits["test"]
+
+
+def encode(model, images, batch=256):
+  """Encoder means (N, D) float32 of uint8 images (N, w, w)."""
+  from data.images import to_unit_range
+  out = [model.encode(to_unit_range(images[i:i + batch])[..., None])[0].numpy()
+         for i in range(0, len(images), batch)]
+  return np.concatenate(out).astype(np.float32)
+
+
+def pick_references(labels, wanted, n, seed):
+  """n seeded random test indices per wanted category (with replacement only
+  when the category has fewer than n test sketches)."""
+  rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 3])
+  refs = []
+  for c in wanted:
+    pool = np.flatnonzero(labels == c)
+    refs.append(rng.choice(pool, size=n, replace=n > len(pool)))
+  return np.concatenate(refs).astype(np.int32)
+
+
+def check_test_indices(indices, size, flag):
+  for i in indices:
+    if not 0 <= i < size:
+      raise UserError(f"{flag}: index {i} is out of range: the test split has "
+                      f"{size} sketches (0..{size - 1})")
+
+
+def build_codes(model, hps, model_dir, data_dir, a):
+  """Codes and bookkeeping for the chosen mode -> dict (z, category, ref_index,
+  ref_images, mode, rows) where rows group sketch indices for the grid."""
+  from model import sampler
+  h, n, seed = model.hierarchy, a["num_per_category"], a["seed"]
+  K, L, C = hps.num_components, hps.num_units, len(hps.categories)
+  none = lambda m: np.full(m, -1, np.int32)
+  if a["level_k"] is not None:
+    sampler.check_index(a["level_k"], sampler.live_components(h), K,
+                        "--level_k", "level-k components")
+    z = sampler.codes_from_level_k(h, a["level_k"], n, seed)
+    return dict(z=z, category=none(n), ref_index=none(n), mode="level_k",
+                rows=[(f"level-k #{a['level_k']}", list(range(n)))])
+  if a["level_l"] is not None:
+    sampler.check_index(a["level_l"], sampler.live_units(h), L,
+                        "--level_l", "level-l units")
+    z, ks = sampler.codes_from_level_l(h, a["level_l"], n, seed)
+    rows = [(f"l #{a['level_l']} > k #{k}", np.flatnonzero(ks == k).tolist())
+            for k in np.unique(ks)]
+    return dict(z=z, category=none(n), ref_index=none(n), mode="level_l", rows=rows)
+  needs_data = a["analogy"] or a["interpolate"] or a["conditional"]
+  if not needs_data:
+    z = sampler.normal_codes(n * C, hps.z_size, seed)
+    return dict(z=z, category=none(n * C), ref_index=none(n * C),
+                mode="unconditional", rows=None)
+  mode = ("analogy" if a["analogy"] else "interpolate" if a["interpolate"]
+          else "conditional")
+  if mode == "conditional":
+    wanted = _wanted_categories(a["categories"], hps.categories)
+  test = load_test_split(model_dir, data_dir, hps, f"{mode} sampling")
+  size = len(test)
+  if mode == "conditional":
+    refs = pick_references(test.labels, wanted, n, seed)
+    z = encode(model, test.images[refs])
+    rows = [(hps.categories[c], list(range(i * n, (i + 1) * n)))
+            for i, c in enumerate(wanted)]
+    return dict(z=z, category=test.labels[refs].astype(np.int32), ref_index=refs,
+                ref_images=test.images[refs], mode=mode, rows=rows, pairs=True)
+  flag = "--" + mode
+  idx = parse_indices(a[mode], 3 if mode == "analogy" else 2, flag)
+  check_test_indices(idx, size, flag)
+  zs = encode(model, test.images[idx])
+  if mode == "analogy":
+    z = np.repeat(sampler.analogy(*zs)[None], n, axis=0)
+    ref = np.full(n, idx[2], np.int32)
+  else:
+    z = sampler.interpolate(zs[0], zs[1], a["steps"])
+    ref = np.where(np.arange(len(z)) < len(z) / 2, idx[0], idx[1]).astype(np.int32)
+  return dict(z=z, category=test.labels[ref].astype(np.int32), ref_index=ref,
+              ref_images=test.images[ref], mode=mode, refs=idx,
+              ref_thumbs=test.images[idx], rows=None)
+
+
+def _wanted_categories(names, categories):
+  if not names:
+    return list(range(len(categories)))
+  unknown = [c for c in names if c not in categories]
+  if unknown:
+    raise UserError(f"--categories: unknown {', '.join(unknown)}; the model "
+                    f"knows {', '.join(categories)}")
+  return [categories.index(c) for c in names]
+
+
+# --- rendering ----------------------------------------------------------------
+
+def write_svg(path, stroke3, rgb, size=SVG_SIZE):
+  """One sketch as an SVG: a polyline per pen-down stroke, fitted to size px."""
+  import svgwrite
+  dwg = svgwrite.Drawing(path, size=(size, size), profile="tiny")
+  dwg.add(dwg.rect((0, 0), (size, size), fill="white"))
+  if len(stroke3):
+    pts = np.cumsum(np.asarray(stroke3, np.float64)[:, :2], axis=0)
+    lo, hi = np.minimum(pts.min(0), 0), np.maximum(pts.max(0), 0)
+    span = max(float((hi - lo).max()), 1e-5)
+    xy = (pts - lo + 0.5 * (span - (hi - lo))) * ((size - 10) / span) + 5
+    colour = svgwrite.rgb(*rgb)
+    starts = np.concatenate([[0], np.flatnonzero(stroke3[:-1, 2] != 0) + 1])
+    ends = np.concatenate([starts[1:], [len(xy)]])
+    for s, e in zip(starts, ends):
+      if e - s >= 2:
+        dwg.add(dwg.polyline([tuple(map(float, p)) for p in xy[s:e]],
+                             stroke=colour, fill="none", stroke_width=2,
+                             stroke_linecap="round", stroke_linejoin="round"))
+  dwg.save()
+
+
+def grid_image(rows, label_width=150):
+  """rows: [(label, [(gray uint8 (w, w), rgb) or None])] -> PIL image.
+
+  Long rows wrap after PER_ROW cells (the label stays on the first line)."""
+  from utils.drawing import font, new_canvas, thumbnail
+  lines = []
+  for label, cells in rows:
+    for i in range(0, max(1, len(cells)), PER_ROW):
+      lines.append((label if i == 0 else "", cells[i:i + PER_ROW]))
+  img, draw = new_canvas(label_width + PER_ROW * (CELL + 4) + 4,
+                         len(lines) * (CELL + 4) + 4)
+  fnt = font(13)
+  for r, (label, cells) in enumerate(lines):
+    y = 4 + r * (CELL + 4)
+    draw.text((6, y + CELL // 2), label, fill="black", font=fnt, anchor="lm")
+    for c, cell in enumerate(cells):
+      if cell is not None:
+        x = label_width + c * (CELL + 4)
+        img.paste(thumbnail(cell[0], CELL, cell[1]), (x, y))
+        draw.rectangle([x - 1, y - 1, x + CELL, y + CELL], outline=(200, 200, 200))
+  return img
+
+
+def grid_rows(codes, images, colours, label_l, categories):
+  """The grid's rows for each mode (references beside syntheses if any)."""
+  gray, mode = (110, 110, 110), codes["mode"]
+  syn = lambda i: (images[i], colours[i])
+  if codes.get("pairs"):
+    rows = []
+    for name, ids in codes["rows"]:
+      cells = []
+      for i in ids:
+        cells += [(codes["ref_images"][i], gray), syn(i)]
+      rows.append((f"{name} (ref | syn)", cells))
+    return rows
+  if mode in ("analogy", "interpolate"):
+    names = "ABC" if mode == "analogy" else "AB"
+    refs = [(f"{n} = test #{i}", [(t, gray)]) for n, i, t in
+            zip(names, codes["refs"], codes["ref_thumbs"])]
+    what = "C + (B - A)" if mode == "analogy" else "A -> B"
+    return refs + [(what, [syn(i) for i in range(len(images))])]
+  if codes["rows"] is not None:
+    return [(name, [syn(i) for i in ids]) for name, ids in codes["rows"]]
+  return [(f"level-l #{l}", [syn(i) for i in np.flatnonzero(label_l == l)])
+          for l in np.unique(label_l)]
+
+
+# --- the whole run ------------------------------------------------------------
+
+def publish_dir(output_dir, fill):
+  """Calls fill(tmp) on a fresh folder next to output_dir, then renames it to
+  output_dir (replacing an old one): readers never see a mixed folder."""
+  output_dir = os.path.abspath(output_dir)
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  base = os.path.basename(output_dir)
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{base}-", dir=parent)
+  try:
+    fill(tmp)
+    if os.path.exists(output_dir):
+      old = tmp + ".old"
+      os.rename(output_dir, old)
+      os.rename(tmp, output_dir)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
+               num_per_category=10, conditional=True, temperature=0.24,
+               greedy=False, seed=0, level_k=None, level_l=None, analogy=None,
+               interpolate=None, steps=8, categories=None, max_len=0,
+               overwrite=False):
+  """Runs one sampling job and writes output_dir; returns a summary dict."""
+  a = dict(locals())
+  check_args(num_per_category, temperature, greedy, steps, max_len,
+             dict(level_k=level_k, level_l=level_l, analogy=analogy,
+                  interpolate=interpolate))
+  check_output_dir(output_dir, overwrite)
+  from data.raster import render_many
+  from model import sampler
+  from model.checkpoint import load_trained
+  from utils.drawing import palette
+  hps, model = load_trained(model_dir)
+  codes = build_codes(model, hps, model_dir, data_dir, a)
+  z = codes["z"]
+  strokes5, lengths = sampler.sample_strokes(
+      model.stroke_decoder, z, max_len or hps.max_seq_len, temperature, greedy,
+      seed, batch_size=1024)
+  scale = hps.scale_factor if hps.scale_factor > 0 else 1.0
+  seqs = sampler.to_stroke3(strokes5, lengths, scale)
+  images = render_many(seqs, hps.png_width)
+  post = model.hierarchy.posteriors(z)
+  label_k = np.asarray(post.label_k, np.int32)
+  label_l = np.asarray(post.label_l, np.int32)
+  by_category = codes["mode"] == "conditional"
+  colours = [palette(len(hps.categories))[c] if by_category
+             else palette(hps.num_units)[l]
+             for c, l in zip(codes["category"], label_l)]
+  n, w = len(z), hps.png_width
+  ref_images = codes.get("ref_images", np.zeros((n, w, w), np.uint8))
+  arrays = dict(
+      strokes=_object_array(seqs), images=images, z=z.astype(np.float32),
+      label_k=label_k, label_l=label_l, category=codes["category"],
+      ref_index=codes["ref_index"], ref_images=np.asarray(ref_images, np.uint8),
+      temperature=np.float32(temperature), seed=np.int64(seed),
+      greedy=np.bool_(greedy), mode=np.str_(codes["mode"]),
+      categories=np.array(hps.categories, dtype=str),
+      scale_factor=np.float32(scale),
+      pi_l=np.asarray(model.hierarchy.pi_l.numpy(), np.float32),
+      pi_k=np.asarray(model.hierarchy.pi_k().numpy(), np.float32),
+      q_kl=np.asarray(model.hierarchy.q_kl.numpy(), np.float32))
+  codes["ref_images"] = ref_images
+
+  def fill(folder):
+    from PIL import Image
+    from utils.io import atomic_savez
+    os.makedirs(os.path.join(folder, "svg"))
+    os.makedirs(os.path.join(folder, "png"))
+    for i in range(n):
+      write_svg(os.path.join(folder, "svg", f"{i:05d}.svg"), seqs[i], colours[i])
+      Image.fromarray(images[i], "L").save(os.path.join(folder, "png", f"{i:05d}.png"))
+    rows = grid_rows(codes, images, colours, label_l, hps.categories)
+    grid_image(rows).save(os.path.join(folder, "grid.png"))
+    atomic_savez(os.path.join(folder, "samples.npz"), **arrays)  # last: complete
+
+  publish_dir(output_dir, fill)
+  return dict(num=n, mode=codes["mode"], output_dir=os.path.abspath(output_dir),
+              mean_length=float(np.mean(lengths)), ended=float(
+                  np.mean(lengths < (max_len or hps.max_seq_len))))
+
+
+def _object_array(seqs):
+  out = np.empty(len(seqs), dtype=object)
+  for i, s in enumerate(seqs):
+    out[i] = s
+  return out
+
+
+@cli_main
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {' '.join(argv[1:])}: use --flag=value")
+  if not FLAGS.model_dir:
+    raise UserError("--model_dir is required: the folder train.py wrote "
+                    "(its --log_root)")
+  summary = synthesize(
+      FLAGS.model_dir, FLAGS.output_dir, FLAGS.data_dir, FLAGS.num_per_category,
+      FLAGS.conditional, FLAGS.temperature, FLAGS.greedy, FLAGS.seed,
+      FLAGS.level_k, FLAGS.level_l, FLAGS.analogy, FLAGS.interpolate,
+      FLAGS.steps, FLAGS.categories, FLAGS.max_len, FLAGS.overwrite)
+  print(f"wrote {summary['num']} {summary['mode']} sketches to "
+        f"{summary['output_dir']} (mean length {summary['mean_length']:.1f}, "
+        f"{100 * summary['ended']:.0f}% ended before max_len)")
+
+
+if __name__ == "__main__":
+  app.run(main)
