@@ -42,6 +42,7 @@ def atomic_path(path):
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; files are shared
     os.replace(tmp, path)
   except OSError as e:
     _remove_quietly(tmp)
@@ -70,6 +71,12 @@ def atomic_savez(path, compressed=True, **arrays):
 def atomic_write_text(path, text):
   with atomic_open(path, "w") as f:
     f.write(text)
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def _remove_quietly(path):
