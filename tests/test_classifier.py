@@ -69,3 +69,17 @@ def test_classifier_learns_shapes_and_caches(tmp_path):
     f.write(b"truncated")
   assert classifier.load_classifier(str(tmp_path), list(SHAPES), 48) is None
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_classifier_learns_the_embedded_synthetic_categories():
+  """Rec's classifier on the embedded dataset (data.synthetic, 5 categories)."""
+  from data.raster import render_many
+  from data.synthetic import CATEGORIES, generate_sketches
+  def images(n, split):
+    seqs, labels, _ = generate_sketches(n, seed=0, split=split)
+    return render_many([s.astype(np.float32) for s in seqs], 48, workers=1), labels
+  train, test = images(500, "train"), images(200, "test")
+  model = classifier.train_classifier(*train, epochs=6, seed=0,
+                                      num_classes=len(CATEGORIES))
+  acc = np.mean(classifier.predict_labels(model, test[0]) == test[1])
+  assert acc > 0.9, acc
