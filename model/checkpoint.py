@@ -33,14 +33,22 @@ def build_model(hps, seed=None):
   return RPCLPix2SeqH(hps, seed=seed).build_all()
 
 
+def rng_states(model):
+  """The counters of the model's keras SeedGenerators (noise, dropout): saved
+  so that a resumed run draws the same random numbers as an uninterrupted one."""
+  return [v for v in model.non_trainable_variables
+          if v.name == "seed_generator_state"]
+
+
 def _explain_restore_error(err, path):
   """Turns a TF restore failure into one line naming the checkpoint."""
   text = str(err).strip().splitlines()
   first = text[0] if text else type(err).__name__
-  mismatch = re.search(r"shape (\S+) when attempting to restore variable "
-                       r"with shape (\S+) and name ([^\s.]+)", str(err))
+  mismatch = re.search(r"shape (\(.*?\)) when attempting to restore variable "
+                       r"with shape (\(.*?\)) and name (\S+?)\.?$", first)
   if mismatch:
     got, want, name = mismatch.groups()
+    name = re.sub(r"_\d+(?=/)|:0$", "", name)   # keras' uniquifying suffixes
     return (f"checkpoint {path!r} does not match the model config: variable "
             f"{name} has shape {got} in the checkpoint but {want} in the model "
             f"(was it trained with other hparams?)")
@@ -65,7 +73,7 @@ class CheckpointState:
     self.checkpoint = tf.train.Checkpoint(
         model=model, optimizer=model.optimizer, step=model.global_step,
         epoch=self.epoch, best_loss=self.best_loss, semi_mask=self.semi_mask,
-        noise_seed=model.noise_seed.state)
+        rng=rng_states(model))
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, log_root, max_to_keep=max_to_keep)
 
@@ -102,10 +110,11 @@ def restore_checkpoint(checkpoint, path, expect_partial=True):
   """
   try:
     status = checkpoint.restore(path)
-    status.assert_existing_objects_matched()
     if expect_partial:
       status.expect_partial()
-  except (ValueError, AssertionError, tf.errors.OpError) as e:
+    status.assert_existing_objects_matched()
+  except (ValueError, AssertionError, IndexError, tf.errors.OpError) as e:
+    # IndexError: "Read less bytes than requested" (a truncated data file).
     raise UserError(_explain_restore_error(e, path)) from None
   return status
 
