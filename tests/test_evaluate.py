@@ -53,12 +53,10 @@ def test_metrics_core_with_exact_references(tmp_path):
   styles = np.arange(len(labels)) % 2
   ref = np.random.default_rng(1).permutation(len(labels))[:30]
   samples = samples_from_refs(tmp_path, images, labels, ref)
-  truth_by_code = {}
 
   def posteriors(z):
     # codes of the test split in order: label_k = (category, style), label_l = category.
     assert z.shape == (len(labels), 6)
-    truth_by_code["z"] = z
     return Post(labels * 2 + styles, labels)
 
   predicted = []
