@@ -31,6 +31,7 @@ class Progress:
     self.info = ""
     self.start = time.perf_counter()
     self._last = -1e9
+    self._drawn_count = None
 
   def update(self, n=1, info=None):
     self.count += n
@@ -61,6 +62,7 @@ class Progress:
   def _draw(self, now):
     if not self.enabled:
       return
+    self._drawn_count = self.count
     text = self.line(now)
     if self.tty:
       self.stream.write("\r" + text[:200].ljust(80))
@@ -70,7 +72,8 @@ class Progress:
 
   def close(self):
     if self.enabled:
-      self._draw(time.perf_counter())
+      if self._drawn_count != self.count:
+        self._draw(time.perf_counter())
       if self.tty:
         self.stream.write("\n")
         self.stream.flush()
