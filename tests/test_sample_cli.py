@@ -1,7 +1,7 @@
 """sample.py: outputs of every mode, determinism, atomic output folder, and the
 bad-input catalogue (exit 2, one line, nothing written) -- issues 7 and 10.
 
-A tiny model is trained for a few steps by train.train on a tiny generated
+A tiny model is trained for a few steps by train.train on a tiny data.synthetic
 dataset (module fixture); most runs call sample.synthesize / sample.main in
 process, a few go through a real subprocess.
 """
@@ -15,22 +15,27 @@ import numpy as np
 import pytest
 
 from hparams import CONFIG_NAME
+from hparams import get_hparams
 from tests.conftest import ROOT
-from tests.test_train import make_tiny_dataset, tiny_hps
 from utils.errors import UserError
 
 N = 4  # sketches per category
+CATS = ["fish", "house"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """(data_dir, model_dir, dead_model_dir) -- the last has level-k #3 dead."""
   import train
+  from data.synthetic import generate
   from model.checkpoint import CheckpointState, load_trained
   root = tmp_path_factory.mktemp("sample_cli")
-  data_dir = make_tiny_dataset(str(root / "data"))
+  data_dir = str(root / "data")
+  generate(data_dir, sizes=(32, 8, 16), categories=CATS, workers=1,
+           contact_sheet=False)
   model_dir = str(root / "model")
-  train.train(tiny_hps(), data_dir, model_dir, num_steps=3, save_every_steps=3,
+  hps = get_hparams("tiny", f"categories=[{','.join(CATS)}],num_mixture=2")
+  train.train(hps, data_dir, model_dir, num_steps=3, save_every_steps=3,
               verbose=False)
   dead_dir = str(root / "dead")
   os.makedirs(dead_dir)
@@ -71,7 +76,7 @@ def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
   s = load(out)
   n = 2 * N
   assert summary["num"] == n and str(s["mode"]) == "conditional"
-  assert list(s["categories"]) == ["circle", "zigzag"]
+  assert list(s["categories"]) == CATS
   assert len(s["strokes"]) == n and s["z"].shape == (n, 8) and s["z"].dtype == np.float32
   for key in ("label_k", "label_l", "category", "ref_index"):
     assert s[key].shape == (n,) and s[key].dtype == np.int32
@@ -195,7 +200,7 @@ def bad_cases(trained, tmp_path):
       "analogy_range": ([m, d, "--analogy=0,1,32"], r"index 32 is out of range"),
       "analogy_syntax": ([m, d, "--analogy=0,x"], r"--analogy='0,x' is malformed"),
       "interp_range": ([m, d, "--interpolate=-2,3"], r"index -2 is out of range"),
-      "category": ([m, d, "--categories=circle,horse"], "unknown horse"),
+      "category": ([m, d, "--categories=fish,horse"], "unknown horse"),
       "temperature": ([m, d, "--temperature=0"], "--temperature=0.0"),
       "two_modes": ([m, "--level_k=1", "--level_l=0"], "exclude each other"),
       "no_data": ([m], "--data_dir is required"),
