@@ -36,17 +36,28 @@ flags.DEFINE_integer("num_per_category", 10, "Sketches per category (conditional
                      "unconditional) or per requested component / analogy.", **_SHARED)
 flags.DEFINE_boolean("conditional", True, "Codes from test-split references (True) "
                      "or z ~ N(0, I) (False).", **_SHARED)
-flags.DEFINE_float("temperature", 0.24, "Sampling temperature tau > 0.", **_SHARED)
-flags.DEFINE_boolean("greedy", False, "Argmax mixture / mean offsets / argmax pen.", **_SHARED)
-flags.DEFINE_integer("seed", 0, "Seed of references, codes and decoding noise.", **_SHARED)
-flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.", **_SHARED)
-flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.", **_SHARED)
-flags.DEFINE_string("analogy", None, "A,B,C: test indices; decode z_C + (z_B - z_A).", **_SHARED)
-flags.DEFINE_string("interpolate", None, "A,B: test indices; decode codes between.", **_SHARED)
-flags.DEFINE_integer("steps", 8, "Number of codes for --interpolate (>= 2).", **_SHARED)
-flags.DEFINE_list("categories", None, "Conditional mode: only these categories.", **_SHARED)
-flags.DEFINE_integer("max_len", 0, "Longest sketch in points (0: max_seq_len).", **_SHARED)
-flags.DEFINE_boolean("overwrite", False, "Replace an existing non-empty output_dir.", **_SHARED)
+flags.DEFINE_float("temperature", 0.24, "Sampling temperature tau > 0.",
+                   **_SHARED)
+flags.DEFINE_boolean("greedy", False,
+                     "Argmax mixture / mean offsets / argmax pen.", **_SHARED)
+flags.DEFINE_integer("seed", 0,
+                     "Seed of references, codes and decoding noise.", **_SHARED)
+flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.",
+                     **_SHARED)
+flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.",
+                     **_SHARED)
+flags.DEFINE_string("analogy", None,
+                    "A,B,C: test indices; decode z_C + (z_B - z_A).", **_SHARED)
+flags.DEFINE_string("interpolate", None,
+                    "A,B: test indices; decode codes between.", **_SHARED)
+flags.DEFINE_integer("steps", 8, "Number of codes for --interpolate (>= 2).",
+                     **_SHARED)
+flags.DEFINE_list("categories", None,
+                  "Conditional mode: only these categories.", **_SHARED)
+flags.DEFINE_integer("max_len", 0,
+                     "Longest sketch in points (0: max_seq_len).", **_SHARED)
+flags.DEFINE_boolean("overwrite", False,
+                     "Replace an existing non-empty output_dir.", **_SHARED)
 
 CELL = 64              # grid cell size in pixels
 PER_ROW = 10           # grid cells per line
