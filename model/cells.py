@@ -16,7 +16,8 @@ probability ``dropout_keep_prob``, a new mask every step) when enabled and train
 Gate layout: every fused pre-activation is ``[i | j | f | o]`` (input gate, candidate,
 forget gate, output gate), H columns each.  The input-side projection is a separate
 method, ``project_inputs(x)``, that works on a whole sequence (B, T, in) at once; the
-recurrence then only does ``recurrent_step(xw, states)``.  ``call(x, states)`` (what
+recurrence (model/recurrence.py) then only does ``recurrent_step(xw, states)`` =
+``step_from_hw(xw, h @ w_rec, states)``.  ``call(x, states)`` (what
 ``keras.layers.RNN`` uses) is exactly ``recurrent_step(project_inputs(x), states)``, so
 training and one-step sampling share weights and arithmetic.
 
@@ -35,17 +36,22 @@ LN_EPSILON = 1e-3   # sketch-rnn's layer norm epsilon
 
 
 class FusedInitializer(keras.initializers.Initializer):
-  """Concatenates the draws of several initializers along the last axis."""
+  """Concatenates the draws of several initializers along ``axis``."""
 
-  def __init__(self, parts):
-    # [(initializer or its name, num_columns), ...]
+  def __init__(self, parts, axis=-1):
+    # [(initializer or its name, size along axis), ...]
     self.parts = [(keras.initializers.get(init), n) for init, n in parts]
+    self.axis = axis
 
   def __call__(self, shape, dtype=None):
-    assert sum(n for _, n in self.parts) == shape[-1], (shape, self.parts)
-    return ops.concatenate(
-        [init(tuple(shape[:-1]) + (n,), dtype=dtype) for init, n in self.parts],
-        axis=-1)
+    shape, axis = list(shape), self.axis % len(shape)
+    assert sum(n for _, n in self.parts) == shape[axis], (shape, self.parts)
+    draws = []
+    for init, n in self.parts:
+      part = list(shape)
+      part[axis] = n
+      draws.append(init(tuple(part), dtype=dtype))
+    return ops.concatenate(draws, axis=axis)
 
 
 def block_orthogonal(rows, num_blocks):
@@ -159,6 +165,19 @@ class _RecurrentCell(keras.layers.Layer):
       zw = zw + bias
     return ops.matmul(x_seq, self.w_in[:n]) + ops.expand_dims(zw, 1)
 
+  # For LSTM / layer norm, gates = xw + hw, so dL/d(hw_t) = dL/d(xw_t): the
+  # recurrence (model/recurrence.py) uses that to defer the w_rec gradient.
+  rec_grad_is_input_grad = True
+
+  def recurrent_step(self, xw, states, training=False, seed=None):
+    """One step from projected inputs xw (B, F): returns (h, new_states).
+
+    ``seed``: None (dropout masks from the cell's SeedGenerator) or a (2,) int
+    tensor (stateless masks; used by recurrence.run_cell inside its loop).
+    """
+    hw = ops.matmul(states[0], self.w_rec)
+    return self.step_from_hw(xw, hw, list(states), training=training, seed=seed)
+
   def call(self, inputs, states, training=None):
     return self.recurrent_step(self.project_inputs(inputs), list(states),
                                training=training)
@@ -183,10 +202,9 @@ class LSTMCell(_RecurrentCell):
   def input_bias(self):
     return self.bias
 
-  def recurrent_step(self, xw, states, training=False, seed=None):
-    """One step from projected inputs xw (B, 4H): returns (h, [h, c])."""
+  def step_from_hw(self, xw, hw, states, training=False, seed=None):
     h, c = states
-    gates = xw + ops.matmul(h, self.w_rec)
+    gates = xw + hw
     new_c, o = lstm_update(gates, c, self.forget_bias,
                            self._g_dropout(training, seed))
     new_h = ops.tanh(new_c) * o
@@ -215,10 +233,9 @@ class LayerNormLSTMCell(_RecurrentCell):
     self.ln_c_beta = self.add_weight(name="ln_c_beta", shape=(units,),
                                      initializer="zeros")
 
-  def recurrent_step(self, xw, states, training=False, seed=None):
-    """One step from projected inputs xw (B, 4H): returns (h, [h, c])."""
+  def step_from_hw(self, xw, hw, states, training=False, seed=None):
     h, c = states
-    gates = layer_norm_gates(xw + ops.matmul(h, self.w_rec),
+    gates = layer_norm_gates(xw + hw,
                              self.ln_gates_gamma, self.ln_gates_beta)
     new_c, o = lstm_update(gates, c, self.forget_bias,
                            self._g_dropout(training, seed))
@@ -278,13 +295,14 @@ class HyperLSTMCell(_RecurrentCell):
                                             shape=(nh,), initializer="ones")
     self.hyper_ln_c_beta = self.add_weight(name="hyper_ln_c_beta",
                                            shape=(nh,), initializer="zeros")
-    # Embeddings: 8 zw (weights 0, bias 1) then 4 zb (gaussian 0.01, no bias).
+    # Embeddings, gate-major: 8 zw (weights 0, bias 1) then 4 zb (gaussian 0.01,
+    # no bias); (12, Nh, E) so that one broadcast batch matmul gives (12, B, E).
     self.w_embed = self.add_weight(
-        name="w_embed", shape=(nh, 12 * emb),
+        name="w_embed", shape=(12, nh, emb),
         initializer=FusedInitializer(
-            [("zeros", 8 * emb),
-             (keras.initializers.RandomNormal(stddev=0.01), 4 * emb)]))
-    self.b_embed = self.add_weight(name="b_embed", shape=(8 * emb,),
+            [("zeros", 8), (keras.initializers.RandomNormal(stddev=0.01), 4)],
+            axis=0))
+    self.b_embed = self.add_weight(name="b_embed", shape=(8, 1, emb),
                                    initializer="ones")
     # Per-gate linear maps embedding -> H factors (cooijmans' 0.1 init).
     self.w_alpha = self.add_weight(
@@ -298,12 +316,10 @@ class HyperLSTMCell(_RecurrentCell):
 
     Returns (alpha_x (B,4,H), alpha_h (B,4,H), beta_h (B,4,H)).
     """
-    emb = self.hyper_embedding
-    z = ops.matmul(hyper_h, self.w_embed)
-    zw = ops.reshape(z[:, :8 * emb] + self.b_embed, (-1, 8, emb))
-    zb = ops.reshape(z[:, 8 * emb:], (-1, 4, emb))
-    alpha = ops.einsum("bge,geh->bgh", zw, self.w_alpha)
-    beta = ops.einsum("bge,geh->bgh", zb, self.w_beta)
+    z = ops.matmul(ops.expand_dims(hyper_h, 0), self.w_embed)   # (12, B, E)
+    alpha = ops.matmul(z[:8] + self.b_embed, self.w_alpha)       # (8, B, H)
+    beta = ops.transpose(ops.matmul(z[8:], self.w_beta), (1, 0, 2))
+    alpha = ops.transpose(alpha, (1, 0, 2))                      # (B, 8, H)
     return alpha[:, :4], alpha[:, 4:], beta
 
   def hyper_step(self, hyper_pre, hyper_h, hyper_c):
@@ -315,11 +331,13 @@ class HyperLSTMCell(_RecurrentCell):
                                 self.hyper_ln_c_beta)) * o
     return new_h, new_c
 
-  def recurrent_step(self, xw, states, training=False, seed=None):
-    """One step from projected inputs xw (B, 4H+4Nh): returns (h, new_states)."""
+  # dL/d(xw) != dL/d(hw): the x and h parts are scaled by different factors.
+  rec_grad_is_input_grad = False
+
+  def step_from_hw(self, xw, hw, states, training=False, seed=None):
+    """xw = x @ w_in and hw = h @ w_rec, both (B, 4H + 4Nh)."""
     h, c, hyper_h, hyper_c = states
     units = self.units
-    hw = ops.matmul(h, self.w_rec)                          # (B, 4H + 4Nh)
     new_hyper_h, new_hyper_c = self.hyper_step(
         xw[:, 4 * units:] + hw[:, 4 * units:], hyper_h, hyper_c)
     alpha_x, alpha_h, beta_h = self.hyper_factors(new_hyper_h)
@@ -349,29 +367,3 @@ def make_cell(hps, dtype=None):
                          name="hyper_cell", **common)
   raise ValueError(f"unknown dec_model {hps.dec_model!r}")
 
-
-def run_cell(cell, xw, states, training=False):
-  """Runs ``cell`` over projected inputs ``xw`` (B, T, F) with a tf.while_loop.
-
-  Per-step work is only ``cell.recurrent_step``.  Recurrent dropout (training)
-  draws one seed from the cell's SeedGenerator per call and a stateless mask per
-  step from (seed, t).  Returns (outputs (B, T, H), final states).
-  """
-  xw_t = ops.transpose(xw, (1, 0, 2))
-  steps = tf.shape(xw_t)[0]
-  inputs = tf.TensorArray(xw.dtype, size=steps).unstack(xw_t)
-  outputs = tf.TensorArray(xw.dtype, size=steps)
-  base_seed = None
-  if cell.uses_dropout(training):
-    base_seed = tf.cast(cell.seed_generator.next(), tf.int32)
-
-  def body(t, outputs, states):
-    seed = None if base_seed is None else base_seed + tf.stack([0, t])
-    h, new_states = cell.recurrent_step(inputs.read(t), list(states),
-                                        training=training, seed=seed)
-    return t + 1, outputs.write(t, h), tuple(new_states)
-
-  _, outputs, final = tf.while_loop(
-      lambda t, *_: t < steps, body, (tf.constant(0), outputs, tuple(states)),
-      maximum_iterations=steps)
-  return ops.transpose(outputs.stack(), (1, 0, 2)), list(final)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import hparams
-from model import cells
+from model import cells, recurrence
 
 B, T, N_IN, H = 3, 6, 7, 8
 NH, E = 5, 3
@@ -56,10 +56,10 @@ def np_hyper_step(w, x, h, c, hh, hc):
                                  w["hyper_ln_c_beta"])) * o
 
   def hyper_norm(layer, k, bias_k=None):   # k: 0..3 for x parts, 4..7 for h parts
-    zw = hh_new @ w["w_embed"][:, k * E:(k + 1) * E] + w["b_embed"][k * E:(k + 1) * E]
+    zw = hh_new @ w["w_embed"][k] + w["b_embed"][k, 0]
     out = (zw @ w["w_alpha"][k]) * layer
     if bias_k is not None:
-      zb = hh_new @ w["w_embed"][:, (8 + bias_k) * E:(9 + bias_k) * E]
+      zb = hh_new @ w["w_embed"][8 + bias_k]
       out = out + zb @ w["w_beta"][bias_k]
     return out
 
@@ -118,7 +118,7 @@ def test_cell_matches_numpy_reference(kind):
   for t in range(T):
     ref = list(NP_STEPS[kind](w, x[:, t].astype(np.float64), *ref))
     ref_out.append(ref[0])
-  out, final = cells.run_cell(cell, cell.project_inputs(x), states)
+  out, final = recurrence.run_cell(cell, cell.project_inputs(x), states)
   np.testing.assert_allclose(out.numpy(), np.stack(ref_out, 1), atol=2e-5)
   for got, want in zip(final, ref):
     np.testing.assert_allclose(got.numpy(), want, atol=2e-5)
@@ -128,7 +128,7 @@ def test_cell_matches_numpy_reference(kind):
 def test_sequence_step_and_keras_rnn_agree(kind):
   cell = make(kind)
   x, states = random_data(kind, np.random.default_rng(2))
-  seq, final = cells.run_cell(cell, cell.project_inputs(x), states)
+  seq, final = recurrence.run_cell(cell, cell.project_inputs(x), states)
   assert seq.shape == (B, T, H)
   assert [int(s.shape[-1]) for s in final] == cell.state_size
   step_states, outs = states, []
@@ -143,7 +143,8 @@ def test_sequence_step_and_keras_rnn_agree(kind):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_hyper_gradient_matches_finite_differences():
+@pytest.mark.parametrize("defer", [False, True])
+def test_hyper_gradient_matches_finite_differences(defer):
   """d(loss)/d(every weight, the inputs and the initial states), float64."""
   cell = make("hyper", dtype="float64")
   x, states = random_data("hyper", np.random.default_rng(3), "float64")
@@ -152,7 +153,8 @@ def test_hyper_gradient_matches_finite_differences():
   probe = np.random.default_rng(4).normal(size=(B, 3, H))
 
   def loss():
-    out, final = cells.run_cell(cell, cell.project_inputs(x), states)
+    out, final = recurrence.run_cell(cell, cell.project_inputs(x), states,
+                                     defer_rec_grad=defer)
     return tf.reduce_sum(out * probe) + tf.reduce_sum(final[1] ** 2)
 
   variables = cell.weights + [x] + states
@@ -177,20 +179,52 @@ def test_hyper_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_deferred_recurrent_gradient_equals_plain(kind):
+  cell = make(kind)
+  x, states = random_data(kind, np.random.default_rng(8))
+  states = [tf.constant(s) for s in states]
+  probe = np.random.default_rng(9).normal(size=(B, T, H)).astype("float32")
+
+  @tf.function
+  def grads(defer):
+    with tf.GradientTape() as tape:
+      tape.watch(states)
+      out, final = recurrence.run_cell(cell, cell.project_inputs(x), states,
+                                       defer_rec_grad=defer)
+      loss = tf.reduce_sum(out * probe) + tf.reduce_sum(final[-1])
+    return tape.gradient(loss, cell.trainable_variables + states)
+
+  for plain, deferred in zip(grads(False), grads(True)):
+    np.testing.assert_allclose(deferred, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_hyper_init_matches_sketch_rnn():
+  """At init every scaling factor is 0.1 and every recurrent bias 0."""
+  cell = cells.HyperLSTMCell(H, hyper_units=NH, hyper_embedding=E)
+  cell.build((None, N_IN))
+  hyper_h = np.random.default_rng(10).normal(size=(B, NH)).astype("float32")
+  alpha_x, alpha_h, beta_h = cell.hyper_factors(hyper_h)
+  np.testing.assert_allclose(alpha_x, 0.1, rtol=1e-5)
+  np.testing.assert_allclose(alpha_h, 0.1, rtol=1e-5)
+  np.testing.assert_array_equal(beta_h, 0.0)
+  assert alpha_x.shape == (B, 4, H)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_recurrent_dropout_only_in_training(kind):
   cell = make(kind, use_recurrent_dropout=True, dropout_keep_prob=0.5)
   plain = make(kind)
   x, states = random_data(kind, np.random.default_rng(6))
   xw = cell.project_inputs(x)
-  infer = [cells.run_cell(cell, xw, states, training=False)[0] for _ in range(2)]
+  infer = [recurrence.run_cell(cell, xw, states, training=False)[0] for _ in range(2)]
   np.testing.assert_array_equal(infer[0], infer[1])
-  np.testing.assert_allclose(infer[0], cells.run_cell(plain, xw, states)[0],
+  np.testing.assert_allclose(infer[0], recurrence.run_cell(plain, xw, states)[0],
                              atol=1e-6)
-  train = [cells.run_cell(cell, xw, states, training=True)[0] for _ in range(2)]
+  train = [recurrence.run_cell(cell, xw, states, training=True)[0] for _ in range(2)]
   assert np.abs(train[0] - infer[0]).max() > 1e-3
   assert np.abs(train[0] - train[1]).max() > 1e-3   # fresh masks per call
   off = make(kind, use_recurrent_dropout=False)
-  np.testing.assert_allclose(cells.run_cell(off, xw, states, training=True)[0],
+  np.testing.assert_allclose(recurrence.run_cell(off, xw, states, training=True)[0],
                              infer[0], atol=1e-6)
 
 
