@@ -1,7 +1,7 @@
 """Trains RPCL-pix2seqH (REFERENCE §4-§5).
 
   python train.py --log_root=models/synth --data_dir=datasets/synthetic \\
-      --preset=small --hparams="categories=[circle,square],num_mixture=2"
+      --preset=small --hparams="categories=[face,fish,flower,house,star],num_mixture=5"
 
 An epoch is one shuffled pass over the training batches.  Every
 ``save_every`` epochs (or every ``--save_every_steps`` steps, for short demos)
