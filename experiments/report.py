@@ -1,0 +1,173 @@
+"""Tables, plots and small figure files for experiments/real_data.py (issue 13).
+
+- :func:`read_live_counts`: live level-k / level-l counts over training from
+  train.py's TensorBoard event files (``train/num_live_k`` and
+  ``train/pi_l/<i>``);
+- :func:`plot_live_components`: one panel per level, one line per variant;
+- :func:`results_markdown`: the results table;
+- :func:`stack_images`, :func:`save_small_jpg`: figures for the README.
+"""
+import glob
+import os
+
+import numpy as np
+
+from utils.io import atomic_path, atomic_write_text
+from utils.metrics import live_mask
+
+MAX_BYTES = 200 * 1024     # README figures stay below this
+
+
+def read_scalars(tb_dir, prefix="train/"):
+  """{tag: {step: value}} of the scalar summaries under ``tb_dir``.
+
+  A step that appears twice (training restored to a checkpoint and ran
+  again) keeps the value written last.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  out = {}
+  files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
+                           recursive=True), key=os.path.getmtime)
+  for path in files:
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if not value.tag.startswith(prefix):
+          continue
+        if value.HasField("tensor"):
+          x = float(np.asarray(tf.make_ndarray(value.tensor)).reshape(-1)[0])
+        else:
+          x = float(value.simple_value)
+        out.setdefault(value.tag, {})[int(event.step)] = x
+  return out
+
+
+def read_live_counts(tb_dir):
+  """{"step": [...], "live_k": [...], "live_l": [...]} over training.
+
+  live_k is train.py's ``num_live_k`` (pi_k > 0.01, model/hierarchy.py);
+  live_l counts pi_l above ``utils.metrics.live_mask``'s 0.1 / L.
+  """
+  scalars = read_scalars(tb_dir)
+  live_k = scalars.get("train/num_live_k", {})
+  pi_tags = sorted((t for t in scalars if t.startswith("train/pi_l/")),
+                   key=lambda t: int(t.rsplit("/", 1)[1]))
+  steps = sorted(set(live_k) & set.intersection(
+      *[set(scalars[t]) for t in pi_tags])) if pi_tags else sorted(live_k)
+  live_l = []
+  for s in steps:
+    pi_l = np.array([scalars[t][s] for t in pi_tags])
+    live_l.append(int(live_mask(pi_l).sum()) if pi_tags else -1)
+  return {"step": steps, "live_k": [int(round(live_k[s])) for s in steps],
+          "live_l": live_l}
+
+
+def plot_live_components(curves, sizes, path):
+  """curves: {variant: read_live_counts(...)}; sizes: {variant: (K, L)}."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
+  for ax, key, title in ((axes[0], "live_k", "live level-k components"),
+                         (axes[1], "live_l", "live level-l units")):
+    for name, c in curves.items():
+      if c["step"]:
+        k, l = sizes[name]
+        ax.step(c["step"], c[key], where="post",
+                label=f"{name} (K={k}, L={l})")
+    ax.set_title(title)
+    ax.set_xlabel("training step")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
+  plt.close(fig)
+  return path
+
+
+def _f(x, digits=3):
+  return "-" if x is None else f"{x:.{digits}f}"
+
+
+def table_row(name, r):
+  """One variant's metrics as a flat dict (also the JSON table entry)."""
+  ev = r.get("evaluation", {})
+  cat = ev.get("clustering", {}).get("category", {})
+  row = {"variant": name, "steps": r.get("steps"),
+         "train_minutes": r.get("train_minutes"),
+         "valid_lil": r.get("valid_lil"), "rec": ev.get("rec")}
+  for k, v in ev.get("ret", {}).items():
+    row[f"ret_{k}"] = v
+  for level in ("level_l", "level_k"):
+    for m in ("nmi", "ari", "purity"):
+      row[f"{level}_{m}"] = cat.get(level, {}).get(m)
+  for level in ("k", "l"):
+    row[f"live_{level}"] = ev.get(f"live_{level}")
+    row[f"num_{level}"] = ev.get(f"num_{level}")
+  return row
+
+
+def results_markdown(rows):
+  """The markdown results table of :func:`table_row` dicts."""
+  head = ("| variant | steps | train min | valid lil | Rec | Ret@1 | Ret@10 | "
+          "Ret@50 | level-l NMI / ARI / purity | level-k NMI / ARI / purity | "
+          "live k | live l |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in rows:
+    lvl = lambda p: " / ".join(_f(r.get(f"{p}_{m}")) for m in ("nmi", "ari",
+                                                               "purity"))
+    live = lambda p: (f"{r.get('live_' + p)}/{r.get('num_' + p)}"
+                      if r.get("live_" + p) is not None else "-")
+    lines.append(
+        f"| {r['variant']} | {r.get('steps', '-')} | "
+        f"{_f(r.get('train_minutes'), 1)} | {_f(r.get('valid_lil'), 2)} | "
+        f"{_f(r.get('rec'))} | {_f(r.get('ret_top1'))} | {_f(r.get('ret_top10'))}"
+        f" | {_f(r.get('ret_top50'))} | {lvl('level_l')} | {lvl('level_k')} | "
+        f"{live('k')} | {live('l')} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_results(rows, meta, md_path, json_path):
+  import json  # pylint: disable=import-outside-toplevel
+  atomic_write_text(json_path, json.dumps({"meta": meta, "variants": rows},
+                                          indent=2) + "\n")
+  text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
+  atomic_write_text(md_path, results_markdown(rows) + "\n" + text + "\n")
+  return md_path, json_path
+
+
+def stack_images(paths, out_path, titles=None, gap=6):
+  """Stacks images vertically (white gaps, optional titles) into one PNG."""
+  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  from utils.drawing import font  # pylint: disable=import-outside-toplevel
+  images = [Image.open(p).convert("RGB") for p in paths]
+  titles = titles or [""] * len(images)
+  title_h = 20 if any(titles) else 0
+  width = max(im.width for im in images)
+  height = sum(im.height + title_h + gap for im in images)
+  canvas = Image.new("RGB", (width, max(1, height)), "white")
+  draw, y = ImageDraw.Draw(canvas), 0
+  for im, title in zip(images, titles):
+    if title_h:
+      draw.text((6, y + 2), title, fill="black", font=font(14, bold=True))
+    canvas.paste(im, (0, y + title_h))
+    y += im.height + title_h + gap
+  with atomic_path(out_path) as tmp:
+    canvas.save(tmp, format="PNG")
+  return out_path
+
+
+def save_small_jpg(src, dst, max_side=900, max_bytes=MAX_BYTES):
+  """A resized JPG copy of ``src`` no larger than ``max_bytes``."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  im = Image.open(src).convert("RGB")
+  scale = min(1.0, max_side / max(im.size))
+  quality = 85
+  while True:
+    size = (max(1, int(im.width * scale)), max(1, int(im.height * scale)))
+    with atomic_path(dst) as tmp:
+      im.resize(size, Image.LANCZOS).save(tmp, format="JPEG", quality=quality,
+                                          optimize=True)
+    if os.path.getsize(dst) <= max_bytes or max(size) < 200:
+      return dst
+    quality, scale = max(50, quality - 10), scale * (0.85 if quality <= 60 else 1)
