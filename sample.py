@@ -12,7 +12,6 @@ num_per_category each).  All sketches are decoded together by
 model/sampler.py.  The output folder (per-sketch SVG + 48x48 PNG,
 samples.npz, grid.png) is built in a temporary folder and renamed into place.
 """
-import json
 import os
 import shutil
 import tempfile
@@ -62,7 +61,6 @@ flags.DEFINE_boolean("overwrite", False,
 CELL = 64              # grid cell size in pixels
 PER_ROW = 10           # grid cells per line
 SVG_SIZE = 256
-TRAIN_INFO = "train_info.json"
 
 
 # --- argument checks (all before anything is loaded or written) --------------
@@ -113,21 +111,10 @@ def check_args(num_per_category, temperature, greedy, steps, max_len, modes):
                     f"other: choose one mode")
 
 
-def stored_data_dir(model_dir):
-  """The data_dir train.py recorded in the model folder, if any."""
-  try:
-    with open(os.path.join(model_dir, TRAIN_INFO)) as f:
-      value = json.load(f).get("data_dir")
-  except (OSError, ValueError, AttributeError):
-    return None
-  return value if isinstance(value, str) and os.path.isdir(value) else None
-
-
-# --- codes ------------------------------------------------------------------
-
 def load_test_split(model_dir, data_dir, hps, why):
   from data.dataset import load_dataset
-  data_dir = data_dir or stored_data_dir(model_dir)
+  from model.checkpoint import recorded_data_dir
+  data_dir = data_dir or recorded_data_dir(model_dir)
   if not data_dir:
     raise UserError(f"--data_dir is required for {why} (no data folder is "
                     f"recorded in {model_dir!r})")

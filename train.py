@@ -294,7 +294,7 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   import keras
   from data.dataset import load_dataset
   from data.pipeline import semi_mask
-  from model.checkpoint import CheckpointState, build_model
+  from model.checkpoint import CheckpointState, build_model, write_train_info
   if not data_dir:
     raise UserError(NO_DATA_HINT)
   ensure_dir(log_root, "--log_root")
@@ -304,6 +304,7 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   data = load_dataset(data_dir, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
   save_config(os.path.join(log_root, CONFIG_NAME), hps)
+  write_train_info(log_root, data_dir)
   keras.utils.set_random_seed(seed)
   model = build_model(hps, seed=seed)
   labels = data.splits["train"].labels

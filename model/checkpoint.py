@@ -12,6 +12,7 @@
   evaluate.py: ``model_config.json`` + the latest checkpoint -> (hps, model),
   with one-line UserErrors for every way that can fail.
 """
+import json
 import os
 import re
 
@@ -21,8 +22,26 @@ import tensorflow as tf
 from hparams import CONFIG_NAME, load_config
 from model.rpcl_model import RPCLPix2SeqH
 from utils.errors import UserError
+from utils.io import atomic_write_text
 
 MAX_TO_KEEP = 3
+TRAIN_INFO = "train_info.json"   # where train.py records its --data_dir
+
+
+def write_train_info(model_dir, data_dir):
+  """Records the training data folder so sample/evaluate can default to it."""
+  atomic_write_text(os.path.join(model_dir, TRAIN_INFO), json.dumps(
+      {"data_dir": os.path.abspath(data_dir)}, indent=2) + "\n")
+
+
+def recorded_data_dir(model_dir):
+  """The data_dir train.py recorded in ``model_dir``, if it still exists."""
+  try:
+    with open(os.path.join(model_dir, TRAIN_INFO)) as f:
+      value = json.load(f).get("data_dir")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return value if isinstance(value, str) and os.path.isdir(value) else None
 
 
 def build_model(hps, seed=None):

@@ -135,7 +135,7 @@ def test_controlled_modes(trained, tmp_path):
   run(trained, tmp_path / "u", conditional=False)
   u = load(tmp_path / "u")
   assert str(u["mode"]) == "unconditional" and len(u["z"]) == 2 * N
-  run(trained, tmp_path / "an", analogy="0,20,3")
+  run(trained, tmp_path / "an", analogy="0,20,3", data_dir=None)  # recorded
   an = load(tmp_path / "an")
   assert len(an["z"]) == N and np.all(an["ref_index"] == 3)
   np.testing.assert_allclose(an["z"], an["z"][:1].repeat(N, 0))
@@ -187,6 +187,9 @@ def bad_cases(trained, tmp_path):
   no_ckpt = tmp_path / "no_ckpt"
   no_ckpt.mkdir()
   shutil.copy(os.path.join(model_dir, CONFIG_NAME), no_ckpt)
+  unrecorded = tmp_path / "unrecorded"  # a model without train_info.json
+  shutil.copytree(model_dir, unrecorded,
+                  ignore=shutil.ignore_patterns("train_info.json"))
   m = f"--model_dir={model_dir}"
   d = f"--data_dir={data_dir}"
   return {
@@ -203,7 +206,7 @@ def bad_cases(trained, tmp_path):
       "category": ([m, d, "--categories=fish,horse"], "unknown horse"),
       "temperature": ([m, d, "--temperature=0"], "--temperature=0.0"),
       "two_modes": ([m, "--level_k=1", "--level_l=0"], "exclude each other"),
-      "no_data": ([m], "--data_dir is required"),
+      "no_data": ([f"--model_dir={unrecorded}"], "--data_dir is required"),
   }
 
 
