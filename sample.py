@@ -327,7 +327,7 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
       seed, batch_size=1024)
   scale = hps.scale_factor if hps.scale_factor > 0 else 1.0
   seqs = sampler.to_stroke3(strokes5, lengths, scale)
-  images = render_many(seqs, hps.png_width)
+  images = render_many(seqs, hps.png_width, workers=1)  # no fork under TF
   post = model.hierarchy.posteriors(z)
   label_k = np.asarray(post.label_k, np.int32)
   label_l = np.asarray(post.label_l, np.int32)
