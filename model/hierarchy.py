@@ -349,8 +349,13 @@ class Hierarchy(keras.layers.Layer):
     return pi_k_from(tf.convert_to_tensor(self.q_kl),
                      tf.convert_to_tensor(self.pi_l))
 
-  def num_live(self, threshold=0.01):
-    """Number of level-k components with pi_k > threshold (int32 tensor)."""
+  def num_live(self, threshold=None):
+    """Number of level-k components with pi_k > threshold (int32 tensor).
+
+    The default, 0.1 / K (a tenth of the uniform share), is the live threshold
+    shared with sampling, visualisation and evaluation (utils.metrics.live_mask)."""
+    if threshold is None:
+      threshold = 0.1 / self.num_k
     return tf.reduce_sum(tf.cast(self.pi_k() > threshold, tf.int32))
 
   def is_rpcl_step(self, step):
