@@ -45,8 +45,9 @@ def read_scalars(tb_dir, prefix="train/"):
 def read_live_counts(tb_dir):
   """{"step": [...], "live_k": [...], "live_l": [...]} over training.
 
-  live_k is train.py's ``num_live_k`` (pi_k > 0.01, model/hierarchy.py);
-  live_l counts pi_l above ``utils.metrics.live_mask``'s 0.1 / L.
+  live_k is train.py's ``num_live_k`` (Hierarchy.num_live: pi_k > 0.1 / K);
+  live_l counts pi_l above the same ``utils.metrics.live_mask`` threshold
+  (0.1 / L), so both match the final counts of evaluate.py.
   """
   scalars = read_scalars(tb_dir)
   live_k = scalars.get("train/num_live_k", {})
