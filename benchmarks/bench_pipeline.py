@@ -7,7 +7,9 @@ temporary folder), then measures
   - ``numpy_batches_per_s``: one thread calling BatchMaker.batch directly;
   - ``pipeline_batches_per_s``: iterating make_dataset(training=True) (parallel
     map + prefetch), i.e. what the training loop can consume at most;
-  - the same with rotation/translation switched on (``..._rot_trans``).
+  - the same with rotation/translation switched on (``..._rot_trans``);
+  - for each, the process CPU time per batch (``*_cpu_ms_per_batch``, all
+    threads), which does not depend on how busy the machine is.
 A training step must take far longer than 1 / pipeline_batches_per_s (the
 trainer's benchmark compares the two; >= 10x headroom is the target).
 
@@ -58,9 +60,10 @@ def prepare(source, folder):
 
 
 def time_iter(iterable, n):
+  """-> (items per wall second, process CPU ms per item) over ``n`` items."""
   it = iter(iterable)
   next(it)  # warm-up: tracing, first fill of the prefetch buffer
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   count = 0
   for _ in range(n):
     try:
@@ -69,7 +72,9 @@ def time_iter(iterable, n):
       it = iter(iterable)
       next(it)
     count += 1
-  return count / (time.perf_counter() - start)
+  del it
+  return (count / (time.perf_counter() - start),
+          1000.0 * (time.process_time() - cpu) / count)
 
 
 def run(source="synthetic", batches=300, data_dir=None, categories=None):
@@ -89,7 +94,7 @@ def run(source="synthetic", batches=300, data_dir=None, categories=None):
     train = data.splits["train"]
     maker = BatchMaker(train, hps, data.max_seq_len, True, 0, True)
     n_per_epoch = len(train) // hps.batch_size
-    direct = time_iter((maker.batch(0, b % n_per_epoch) for b in range(10 ** 9)),
+    direct, direct_cpu = time_iter((maker.batch(0, b % n_per_epoch) for b in range(10 ** 9)),
                        min(batches, 200))
     result = {
         "source": source if tmp else data_dir,
@@ -98,13 +103,15 @@ def run(source="synthetic", batches=300, data_dir=None, categories=None):
         "train_sketches": len(train),
         "mean_len": float(np.mean([len(s) for s in train.strokes])),
         "numpy_batches_per_s": direct,
+        "numpy_cpu_ms_per_batch": direct_cpu,
     }
     for key, over in (("pipeline_batches_per_s", {}),
                       ("pipeline_batches_per_s_rot_trans",
                        dict(png_rotate_angle=10.0, png_translate_dist=2.0))):
       ds = make_dataset(train, hps.replace(**over), data.max_seq_len,
                         training=True, seed=0)
-      result[key] = time_iter(ds, batches)
+      result[key], result[key.replace("batches_per_s", "cpu_ms_per_batch")] = (
+          time_iter(ds, batches))
     return result
   finally:
     if tmp:
@@ -118,7 +125,8 @@ def main(argv):
   for k, v in res.items():
     print(f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}")
   print(f"=> the pipeline delivers one batch every "
-        f"{1000.0 / res['pipeline_batches_per_s']:.1f} ms; a train step must take "
+        f"{1000.0 / res['pipeline_batches_per_s']:.1f} ms using "
+        f"{res['pipeline_cpu_ms_per_batch']:.1f} ms of CPU; a train step must take "
         f">= {10000.0 / res['pipeline_batches_per_s']:.0f} ms for 10x headroom")
 
 

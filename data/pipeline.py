@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from data import images as I
 from data import strokes as S
+from utils.errors import UserError
 
 # Batches built concurrently; each holds the GIL only between NumPy calls.
 PARALLEL_CALLS = max(2, min(4, os.cpu_count() or 2))
@@ -93,6 +94,9 @@ def make_dataset(split, hps, max_seq_len, training, seed, shuffle=None,
   drop_remainder = training if drop_remainder is None else drop_remainder
   maker = BatchMaker(split, hps, max_seq_len, training, seed, shuffle)
   n_batches = num_batches(len(split), hps.batch_size, drop_remainder)
+  if n_batches == 0 and len(split):
+    raise UserError(f"batch_size={hps.batch_size} is larger than the split "
+                    f"({len(split)} sketches): no complete batch")
   bsz = hps.batch_size if drop_remainder else None
   w, t = hps.png_width, int(max_seq_len) + 1
 

@@ -274,3 +274,11 @@ def test_semi_mask():
   assert semi_mask(labels, 1.0, False, rng).all()
   assert not np.array_equal(semi_mask(labels, 0.5, False, rng),
                             semi_mask(labels, 0.5, False, rng))
+
+
+def test_training_split_smaller_than_batch_is_an_error():
+  sp = toy_split(5, np.random.default_rng(8))
+  with pytest.raises(UserError, match="batch_size=8 is larger than the split"):
+    make_dataset(sp, hps_for(["a"], batch_size=8), 20, training=True, seed=0)
+  assert len(collect(make_dataset(sp, hps_for(["a"], batch_size=8), 20,
+                                  training=False, seed=0))) == 1
