@@ -1,0 +1,171 @@
+"""The main job end to end on the embedded synthetic dataset.
+
+    python demo.py
+
+1. generates the synthetic sketch dataset (5 categories x 2-3 styles) if absent;
+2. trains the ``small`` preset (resumes if a run exists; skips if finished);
+3. samples conditionally (test references) and from every live level-l unit;
+4. draws result.jpg, level_k.jpg, level_l.jpg and tree.jpg;
+5. evaluates (Rec, Ret@1/10/50, clustering of level-k/level-l labels);
+6. prints where every output is and the headline metrics.
+
+Running it again reuses what exists.  Everything lands under --work_dir.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from utils.errors import UserError, cli_main  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
+flags.DEFINE_string("data_dir", "datasets/synthetic",
+                    "The embedded dataset (generated here if absent).")
+flags.DEFINE_integer("num_steps", 800, "Training steps of the small preset.")
+flags.DEFINE_string("hparams", "num_mixture=5,num_sub=2",
+                    "Extra hparams on top of the small preset.")
+flags.DEFINE_integer("num_per_category", 60,
+                     "Conditional samples per category (and per level-l unit).")
+flags.DEFINE_integer("seed", 0, "Seed of every step.")
+flags.DEFINE_boolean("evaluate", True, "Run the evaluation (trains a classifier).")
+
+CATEGORIES = ["house", "star", "face", "fish", "flower"]
+
+
+def banner(text):
+  sys.stderr.write(f"\n=== {text} ===\n")
+  sys.stderr.flush()
+
+
+def ensure_data(data_dir, seed):
+  """Step 1: the synthetic dataset, generated only when files are missing."""
+  from data import synthetic
+  needed = [f"{c}{suffix}.npz" for c in CATEGORIES
+            for suffix in ("", "_png", "_styles")]
+  if all(os.path.exists(os.path.join(data_dir, n)) for n in needed):
+    banner(f"data: reusing {data_dir}")
+    return
+  banner(f"data: generating the synthetic dataset in {data_dir}")
+  synthetic.generate(data_dir, seed=seed, categories=CATEGORIES)
+
+
+def command(script, **flags_):
+  """``python <script> --k=v ...`` with this interpreter."""
+  return [sys.executable, script] + [f"--{k}={v}" for k, v in flags_.items()]
+
+
+def call(cmd, allow_user_error=False):
+  """Runs a step as its own process (exactly what a user would type)."""
+  sys.stderr.write("$ " + " ".join(cmd[1:]) + "\n")
+  sys.stderr.flush()
+  proc = subprocess.run(cmd, stderr=subprocess.PIPE if allow_user_error else None,
+                        text=True)
+  if allow_user_error and proc.returncode == 2:
+    return proc.stderr.strip().splitlines()[-1]
+  if proc.returncode != 0:
+    if allow_user_error:
+      sys.stderr.write(proc.stderr)
+    raise UserError(f"step failed (exit {proc.returncode}): {' '.join(cmd[1:])}")
+  return None
+
+
+def ensure_model(data_dir, model_dir, num_steps, overrides, seed):
+  """Step 2: train the small preset, resuming an earlier run if there is one."""
+  from hparams import CONFIG_NAME
+  resume = os.path.exists(os.path.join(model_dir, CONFIG_NAME))
+  banner(f"train: small preset, {num_steps} steps "
+         f"({'resuming' if resume else 'new run'} in {model_dir})")
+  hparams = f"categories=[{','.join(CATEGORIES)}],{overrides}"
+  call(command("train.py", log_root=model_dir, data_dir=data_dir, preset="small",
+               hparams=hparams, num_steps=num_steps, seed=seed,
+               save_every_steps=200, resume_training=resume))
+
+
+def sample_all(model_dir, out_dir, n, num_units, seed):
+  """Step 3: conditional samples, then samples from each live level-l unit."""
+  banner("sample: conditional (test-split references)")
+  paths = {"conditional": os.path.join(out_dir, "samples")}
+  call(command("sample.py", model_dir=model_dir, output_dir=paths["conditional"],
+               num_per_category=n, conditional=True, seed=seed, overwrite=True))
+  for l in range(num_units):
+    banner(f"sample: level-l unit {l}")
+    path = os.path.join(out_dir, f"samples_level_l{l}")
+    refused = call(command("sample.py", model_dir=model_dir, output_dir=path,
+                           num_per_category=max(2, n // len(CATEGORIES)),
+                           level_l=l, seed=seed, overwrite=True),
+                   allow_user_error=True)
+    if refused:  # a pruned unit: sample.py says so and lists the live ones
+      sys.stderr.write(f"unit {l} skipped: {refused}\n")
+    else:
+      paths[f"level_l_{l}"] = path
+  return paths
+
+
+def headline(result):
+  """The numbers a researcher looks at first."""
+  clus = result.get("clustering", {}).get("category", {})
+  fmt = lambda level: (f"NMI {clus[level]['nmi']:.3f} ARI {clus[level]['ari']:.3f} "
+                       f"purity {clus[level]['purity']:.3f}" if level in clus else "n/a")
+  ret = result.get("ret", {})
+  return "\n".join([
+      f"  Rec (category kept)         {result.get('rec', float('nan')):.3f}",
+      "  Ret top1/10/50 (style kept) " + " / ".join(f"{v:.3f}" for v in ret.values()),
+      f"  level-l vs category         {fmt('level_l')}",
+      f"  level-k vs category         {fmt('level_k')}",
+      f"  live level-k / level-l      {result.get('live_k')}/{result.get('num_k')}"
+      f" / {result.get('live_l')}/{result.get('num_l')}"])
+
+
+def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
+  """The whole demo; returns a dict of outputs (importable for tests)."""
+  from hparams import CONFIG_NAME, load_config
+  start = time.time()
+  model_dir = os.path.join(work_dir, "model")
+  ensure_data(data_dir, seed)
+  ensure_model(data_dir, model_dir, num_steps, overrides, seed)
+  hps = load_config(os.path.join(model_dir, CONFIG_NAME))
+  samples = sample_all(model_dir, work_dir, n, hps.num_units, seed)
+  banner("visualise: t-SNE and the learned tree")
+  call(command("visualization.py", input_dir=samples["conditional"],
+               output_dir=samples["conditional"], seed=seed))
+  figures = {name: os.path.join(samples["conditional"], name + ".jpg")
+             for name in ("result", "level_k", "level_l", "tree")}
+  result = None
+  if do_eval:
+    banner("evaluate: Rec, Ret@k, clustering")
+    output = os.path.join(work_dir, "evaluation.json")
+    call(command("evaluate.py", model_dir=model_dir, data_dir=data_dir,
+                 samples_dir=samples["conditional"], output=output))
+    with open(output) as f:
+      result = dict(json.load(f), output=output)
+  minutes = (time.time() - start) / 60
+  print(f"\nDemo finished in {minutes:.1f} min.")
+  print(f"  model + checkpoints   {model_dir}")
+  print(f"  TensorBoard           tensorboard --logdir {os.path.join(model_dir, 'tb')}")
+  for name, path in samples.items():
+    print(f"  samples {name:14}{path}  (grid.png, svg/, png/, samples.npz)")
+  for name, path in figures.items():
+    print(f"  {name + '.jpg':22}{path}")
+  if result is not None:
+    print(f"  evaluation            {result['output']}")
+    print("Headline metrics:\n" + headline(result))
+  return dict(model_dir=model_dir, samples=samples, figures=figures,
+              evaluation=result, minutes=minutes)
+
+
+@cli_main
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
+  run(FLAGS.work_dir, FLAGS.data_dir, FLAGS.num_steps, FLAGS.hparams,
+      FLAGS.num_per_category, FLAGS.seed, FLAGS.evaluate)
+
+
+if __name__ == "__main__":
+  app.run(main)
