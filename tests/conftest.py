@@ -9,3 +9,42 @@ if ROOT not in sys.path:
 
 # Real human-drawn sketches (read-only); tests using them skip when absent.
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+import pytest  # noqa: E402
+
+# The shared tiny model: data.synthetic categories and split sizes per category.
+TINY_CATS = ["fish", "house"]
+TINY_SIZES = (32, 8, 16)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+  """(data_dir, model_dir, dead_dir), built once per test session.
+
+  data_dir: data.synthetic fish/house, TINY_SIZES per category; model_dir: the
+  tiny preset (num_mixture=2, K=4) trained 3 steps by train.train; dead_dir:
+  the same model with level-k component #3 made dead (q(3|l) ~ 0).  Shared by
+  several test files: never write into these folders (copy them first).
+  """
+  import shutil
+  import train
+  from data.synthetic import generate
+  from hparams import CONFIG_NAME, get_hparams
+  from model.checkpoint import CheckpointState, load_trained
+  root = tmp_path_factory.mktemp("tiny_model")
+  data_dir = str(root / "data")
+  generate(data_dir, sizes=TINY_SIZES, categories=TINY_CATS, workers=1,
+           contact_sheet=False)
+  model_dir = str(root / "model")
+  hps = get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2")
+  train.train(hps, data_dir, model_dir, num_steps=3, save_every_steps=3,
+              verbose=False)
+  dead_dir = str(root / "dead")
+  os.makedirs(dead_dir)
+  shutil.copy(os.path.join(model_dir, CONFIG_NAME), dead_dir)
+  _, model = load_trained(model_dir)
+  q = model.hierarchy.q_kl.numpy()
+  q[3] = 1e-10
+  model.hierarchy.q_kl.assign(q / q.sum(0))
+  CheckpointState(model, dead_dir).save()
+  return data_dir, model_dir, dead_dir

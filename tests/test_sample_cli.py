@@ -1,8 +1,8 @@
 """sample.py: outputs of every mode, determinism, atomic output folder, and the
 bad-input catalogue (exit 2, one line, nothing written) -- issues 7 and 10.
 
-A tiny model is trained for a few steps by train.train on a tiny data.synthetic
-dataset (module fixture); most runs call sample.synthesize / sample.main in
+The tiny model is the session's (tests/conftest.py: tiny_model, trained a few
+steps by train.train on a tiny data.synthetic dataset); most runs call sample.synthesize / sample.main in
 process, a few go through a real subprocess.
 """
 import json
@@ -15,37 +15,18 @@ import numpy as np
 import pytest
 
 from hparams import CONFIG_NAME
-from hparams import get_hparams
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_CATS
 from utils.errors import UserError
 
 N = 4  # sketches per category
-CATS = ["fish", "house"]
+CATS = TINY_CATS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(data_dir, model_dir, dead_model_dir) -- the last has level-k #3 dead."""
-  import train
-  from data.synthetic import generate
-  from model.checkpoint import CheckpointState, load_trained
-  root = tmp_path_factory.mktemp("sample_cli")
-  data_dir = str(root / "data")
-  generate(data_dir, sizes=(32, 8, 16), categories=CATS, workers=1,
-           contact_sheet=False)
-  model_dir = str(root / "model")
-  hps = get_hparams("tiny", f"categories=[{','.join(CATS)}],num_mixture=2")
-  train.train(hps, data_dir, model_dir, num_steps=3, save_every_steps=3,
-              verbose=False)
-  dead_dir = str(root / "dead")
-  os.makedirs(dead_dir)
-  shutil.copy(os.path.join(model_dir, CONFIG_NAME), dead_dir)
-  _, model = load_trained(model_dir)
-  q = model.hierarchy.q_kl.numpy()
-  q[3] = 1e-10
-  model.hierarchy.q_kl.assign(q / q.sum(0))
-  CheckpointState(model, dead_dir).save()
-  return data_dir, model_dir, dead_dir
+def trained(tiny_model):
+  """(data_dir, model_dir, dead_dir) -- the session's tiny model (conftest);
+  the last has level-k #3 dead."""
+  return tiny_model
 
 
 def run(trained, out, **kw):
