@@ -67,11 +67,19 @@ def glorot_uniform_for(fan_in, fan_out):
 
 
 def layer_norm(x, gamma, beta, epsilon=LN_EPSILON):
-  """Layer normalisation over the last axis (Ba et al. 2016), REFERENCE §2."""
+  """Layer normalisation over the last axis (Ba et al. 2016), REFERENCE §2.
+
+  float16 / bfloat16 inputs (mixed precision) are normalised in float32 and
+  the result cast back."""
+  low = keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16")
+  if low:
+    dtype = x.dtype
+    x, gamma, beta = (ops.cast(t, "float32") for t in (x, gamma, beta))
   mean = ops.mean(x, axis=-1, keepdims=True)
   centred = x - mean
   var = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-  return centred * ops.rsqrt(var + epsilon) * gamma + beta
+  out = centred * ops.rsqrt(var + epsilon) * gamma + beta
+  return ops.cast(out, dtype) if low else out
 
 
 def layer_norm_gates(pre, gamma, beta, num_gates=4):

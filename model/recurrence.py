@@ -20,8 +20,21 @@ import tensorflow as tf
 from keras import ops
 
 
-def _loop(cell, xw, states, training, w_rec, base_seed, extra=None):
+def _step_fn(cell, training, jit_body):
+  """``cell.step_from_hw`` (optionally XLA-compiled: the elementwise body only,
+  the big matmuls stay outside)."""
+  def step(xw, hw, states, seed):
+    return cell.step_from_hw(xw, hw, list(states), training=training, seed=seed)
+  if not jit_body:
+    return step
+  compiled = tf.function(step, jit_compile=True, autograph=False)
+  return lambda xw, hw, states, seed: compiled(xw, hw, tuple(states), seed)
+
+
+def _loop(cell, xw, states, training, w_rec, base_seed, extra=None,
+          jit_body=False):
   """The tf.while_loop; ``extra`` (T-major, optional) is added to h @ w_rec."""
+  step_fn = _step_fn(cell, training, jit_body)
   xw_t = ops.transpose(xw, (1, 0, 2))
   steps = tf.shape(xw_t)[0]
   inputs = tf.TensorArray(xw.dtype, size=steps).unstack(xw_t)
@@ -34,8 +47,7 @@ def _loop(cell, xw, states, training, w_rec, base_seed, extra=None):
     hw = ops.matmul(states[0], w_rec)
     if extras is not None:
       hw = hw + extras.read(t)
-    h, new_states = cell.step_from_hw(inputs.read(t), hw, list(states),
-                                      training=training, seed=seed)
+    h, new_states = step_fn(inputs.read(t), hw, list(states), seed)
     return t + 1, outputs.write(t, h), tuple(new_states)
 
   _, outputs, final = tf.while_loop(
@@ -44,7 +56,7 @@ def _loop(cell, xw, states, training, w_rec, base_seed, extra=None):
   return ops.transpose(outputs.stack(), (1, 0, 2)), list(final)
 
 
-def _deferred(cell, xw, states, training, base_seed):
+def _deferred(cell, xw, states, training, base_seed, jit_body=False):
   """``_loop`` with the w_rec gradient formed as one big matmul (module doc)."""
   w_var = cell.w_rec
   need_e = not cell.rec_grad_is_input_grad
@@ -62,7 +74,7 @@ def _deferred(cell, xw, states, training, base_seed):
                                     tf.shape(xw)[2:]], 0), xw.dtype)
         tape.watch(extra)
       out, final = _loop(cell, xw, list(states), training, w_rec, base_seed,
-                         extra)
+                         extra, jit_body)
 
     def grad(d_out, *d_final, variables=None):
       variables = list(variables or [])
@@ -96,7 +108,8 @@ def _same_variable(v, keras_var):
       getattr(v, "handle", None) is getattr(inner, "handle", False)
 
 
-def run_cell(cell, xw, states, training=False, defer_rec_grad=False):
+def run_cell(cell, xw, states, training=False, defer_rec_grad=False,
+             jit_body=False):
   """Runs ``cell`` over projected inputs ``xw`` (B, T, F) from ``states``.
 
   Recurrent dropout (training) draws one seed from the cell's SeedGenerator per
@@ -109,6 +122,7 @@ def run_cell(cell, xw, states, training=False, defer_rec_grad=False):
   if cell.uses_dropout(training):
     base_seed = tf.cast(cell.seed_generator.next(), tf.int32)
   if defer_rec_grad:
-    return _deferred(cell, xw, list(states), bool(training), base_seed)
+    return _deferred(cell, xw, list(states), bool(training), base_seed,
+                     jit_body)
   return _loop(cell, xw, list(states), bool(training),
-               ops.cast(cell.w_rec, xw.dtype), base_seed)
+               ops.cast(cell.w_rec, xw.dtype), base_seed, jit_body=jit_body)

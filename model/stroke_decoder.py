@@ -44,6 +44,14 @@ def split_params(raw):
       log_sigma_x=log_sx, log_sigma_y=log_sy)
 
 
+def head_dtype(dtype):
+  """The mixture head's dtype: float32 under a mixed-precision policy (its exp /
+  log-softmax outputs feed the loss; model/precision.py), else ``dtype``."""
+  policy = keras.mixed_precision.global_policy() if dtype is None else \
+      keras.dtype_policies.get(dtype)
+  return "float32" if policy.compute_dtype in ("float16", "bfloat16") else dtype
+
+
 def dropout_if(x, enabled, keep_prob, training, seed_generator):
   """Inverted dropout with keep probability ``keep_prob`` when enabled+training."""
   if not (enabled and training) or keep_prob >= 1.0:
@@ -64,8 +72,11 @@ class StrokeDecoder(keras.layers.Layer):
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         name="init_state", dtype=kwargs.get("dtype"))
     self.out_dense = keras.layers.Dense(3 + 6 * self.num_mix, name="output",
-                                        dtype=kwargs.get("dtype"))
+                                        dtype=head_dtype(kwargs.get("dtype")))
     self.seed_generator = keras.random.SeedGenerator(seed)
+    # Speed switches of recurrence.run_cell (issue 11; benchmarks/bench_train.py).
+    self.defer_rec_grad = False
+    self.jit_body = False
 
   def build(self, inputs5_shape=None, z_shape=None):
     z_size = self.hps.z_size
@@ -104,7 +115,9 @@ class StrokeDecoder(keras.layers.Layer):
     """Teacher-forced decoding: inputs5 (B, T, 5), z (B, D) -> raw (B, T, 3+6M)."""
     states = self.initial_state(z) if initial_state is None else initial_state
     xw = self.project(inputs5, z, training)
-    outputs, _ = recurrence.run_cell(self.cell, xw, states, training=bool(training))
+    outputs, _ = recurrence.run_cell(self.cell, xw, states, training=bool(training),
+                                     defer_rec_grad=self.defer_rec_grad,
+                                     jit_body=self.jit_body)
     return self._head(outputs, training)
 
   def step(self, x5, z, states, training=False):
