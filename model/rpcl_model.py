@@ -12,14 +12,17 @@ step; when any is NaN/inf the optimiser update is skipped (``tf.cond``), the
 hierarchy variables are put back to their values before the step, the step
 counter does not advance, and the returned ``nonfinite`` flag is True.
 
-The step structure is kept strategy-friendly (issue 12): the hierarchy update
-takes a ``batch_sum`` callable, and everything else is per-replica math
-followed by one ``apply_gradients``.
+Under tf.distribute (issue 12, model/distribute.py) the same ``train_step``
+runs on every replica with a ``replica`` helper: the losses are scaled by the
+global batch size, each replica's code noise is its rows of the global
+batch's draw, the hierarchy's batch sums, the losses, the gradients and the
+finite flag are all-reduced, and every replica applies the identical update
+to its own copies of the variables (no merge_call inside the ``tf.cond``).
 """
 import keras
 import tensorflow as tf
 
-from model import losses
+from model import losses, precision
 from model.encoder import Encoder, reparameterize
 from model.hierarchy import Hierarchy
 from model.image_decoder import ImageDecoder
@@ -58,7 +61,7 @@ def all_finite(tensors):
   return tf.reduce_all(tf.stack(flags))
 
 
-def pen_loss(params, target5, training):
+def pen_loss(params, target5, training, global_batch_size=None):
   """The pen cross-entropy part of lil_loss, batch mean (for reporting):
   all steps when training, non-padding steps otherwise (REFERENCE §4)."""
   target5 = tf.cast(target5, tf.float32)
@@ -66,7 +69,7 @@ def pen_loss(params, target5, training):
   nll = -tf.reduce_sum(target5[..., 2:5] * log_pen, axis=-1)
   if not training:
     nll = nll * (1.0 - target5[..., 4])
-  return tf.reduce_mean(tf.reduce_sum(nll, axis=1))
+  return losses.batch_mean(tf.reduce_sum(nll, axis=1), global_batch_size)
 
 
 class RPCLPix2SeqH(keras.Model):
@@ -75,9 +78,12 @@ class RPCLPix2SeqH(keras.Model):
   def __init__(self, hps, seed=None, **kwargs):
     super().__init__(name="rpcl_pix2seqh", **kwargs)
     self.hps = hps
-    self.encoder = Encoder(hps)
-    self.image_decoder = ImageDecoder(hps)
-    self.stroke_decoder = StrokeDecoder(hps)
+    with precision.policy_scope(hps.precision):   # model/precision.py
+      self.encoder = Encoder(hps)
+      self.image_decoder = ImageDecoder(hps)
+      self.stroke_decoder = StrokeDecoder(hps)
+    self.loss_scale = precision.DynamicLossScale(
+        hps.precision == "mixed_float16")
     self.hierarchy = Hierarchy(hps, seed=seed or 0)
     # Applied (finite) training steps; drives every schedule.  Saved.
     self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -92,7 +98,7 @@ class RPCLPix2SeqH(keras.Model):
     hps = self.hps
     strokes, _, images, _ = [tf.zeros([2] + s.shape[1:], s.dtype)
                              for s in batch_signature(hps, 2)]
-    m, _ = self.encoder(images, training=False)
+    m, _ = precision.encoder_outputs_f32(*self.encoder(images, training=False))
     self.hierarchy.posteriors(m)
     self.image_decoder(m)
     self.stroke_decoder(strokes[:, :-1], m, training=False)
@@ -102,74 +108,122 @@ class RPCLPix2SeqH(keras.Model):
 
   def call(self, images, training=False):
     """Keras entry point: the encoder mean (the code used for synthesis)."""
-    m, _ = self.encoder(images, training=training)
+    m, _ = precision.encoder_outputs_f32(*self.encoder(images, training=training))
     return m
 
   def encode(self, images):
     """(m, s): encoder mean and variance of ``images`` (B, w, w, 1) in [-1, 1]."""
-    return self.encoder(images, training=False)
+    return precision.encoder_outputs_f32(*self.encoder(images, training=False))
 
   # --- shared forward pass ------------------------------------------------
-  def _decode_losses(self, strokes5, images, z, training):
-    """Stroke (lil, pen) and image (de) losses given the code z."""
+  def _decode_losses(self, strokes5, images, z, training, gbs=None):
+    """Stroke (lil, pen) and image (de) losses given the code z (batch means,
+    over ``gbs`` = the global batch size under tf.distribute)."""
     raw = self.stroke_decoder(strokes5[:, :-1], z, training=training)
     params = self.stroke_decoder.split_params(raw)
     target = strokes5[:, 1:]
-    lil = tf.reduce_mean(losses.mdn_loss(params, target, training=training))
-    pen = pen_loss(params, target, training)
-    de = losses.image_l1_loss(images, self.image_decoder(z, training=training))
+    lil = losses.batch_mean(losses.mdn_loss(params, target, training=training),
+                            gbs)
+    pen = pen_loss(params, target, training, gbs)
+    de = losses.image_l1_loss(images, self.image_decoder(z, training=training),
+                              gbs)
     return lil, pen, de
 
-  def _latent_losses(self, m, s, outs):
+  def _latent_losses(self, m, s, outs, gbs=None):
     """Gaussian and hierarchy KL (REFERENCE §4); GMM state as constants."""
     h = self.hierarchy
-    gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.p_k)
-    ij = losses.ij_loss(outs.p_k, outs.p_l_given_yk, h.pi_l, h.q_kl)
+    gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.p_k, gbs)
+    ij = losses.ij_loss(outs.p_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)
     return gau, ij
 
+  def _code_noise(self, shape, replica):
+    """eps ~ N(0, I) of the reparameterisation; under tf.distribute this
+    replica's rows of the global batch's draw (same seed state everywhere),
+    so N replicas use exactly the noise one device would."""
+    if replica is None:
+      return keras.random.normal(shape, seed=self.noise_seed)
+    full = keras.random.normal([replica.global_batch_size, shape[1]],
+                               seed=self.noise_seed)
+    return tf.slice(full, [replica.index * shape[0], 0], shape)
+
+  def _apply_update(self, ok, grads, lr, replicated):
+    """Adam on the clipped gradients if ``ok``, else nothing (``tf.cond``).
+
+    ``replicated`` (tf.distribute): the gradients are already all-reduced, so
+    each replica runs Adam's ``update_step`` on its own copies (identical
+    everywhere); the learning-rate and iteration variables, whose replica
+    updates need a merge_call, are assigned outside the cond."""
+    variables = self.trainable_variables
+    grads = clip_gradients(grads, self.hps.grad_clip)
+    opt = self.optimizer
+
+    def apply():
+      if replicated:
+        for g, v in zip(grads, variables):
+          opt.update_step(g, v, lr)
+      else:
+        opt.learning_rate.assign(lr)
+        opt.apply_gradients(zip(grads, variables))
+      return tf.constant(True)
+
+    if replicated:
+      opt.learning_rate.assign(lr)
+    tf.cond(ok, apply, lambda: tf.constant(False))
+    if replicated:
+      opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
+
   # --- training -----------------------------------------------------------
-  def train_step(self, batch, batch_sum=None):
+  def train_step(self, batch, batch_sum=None, replica=None):
     """One optimisation step on a ``(strokes5, seq_len, images, labels)`` batch.
 
+    ``replica``: under tf.distribute, model/distribute.py's ReplicaInfo
+    (``global_batch_size``, ``index``, ``all_reduce``); the returned scalars
+    are then the global-batch values, identical on every replica.
     Returns a dict of scalars (TRAIN_KEYS) and ``pi_l`` (L,).
     """
     hps = self.hps
     strokes5, _, images, _ = batch
+    gbs = None if replica is None else replica.global_batch_size
+    batch_sum = batch_sum if replica is None else replica.all_reduce
     step = self.global_step.read_value()
     old_state = self.hierarchy.state()
     with tf.GradientTape() as tape:
-      m, s = self.encoder(images, training=True)
-      eps = keras.random.normal(tf.shape(m), seed=self.noise_seed)
-      z = reparameterize(m, s, eps)
+      m, s = precision.encoder_outputs_f32(*self.encoder(images, training=True))
+      z = reparameterize(m, s, self._code_noise(tf.shape(m), replica))
       outs = self.hierarchy.update(z, m, s, step, batch_sum=batch_sum)
-      gau, ij = self._latent_losses(m, s, outs)
-      lil, pen, de = self._decode_losses(strokes5, images, z, training=True)
+      gau, ij = self._latent_losses(m, s, outs, gbs)
+      lil, pen, de = self._decode_losses(strokes5, images, z, True, gbs)
       total = losses.total_loss(gau, ij, lil, de, step, hps)
+      scaled_total = self.loss_scale.scale_loss(total)   # float16 only
     variables = self.trainable_variables
-    grads = tape.gradient(total, variables)
+    grads = self.loss_scale.unscale(tape.gradient(scaled_total, variables))
     grads = [tf.zeros_like(v) if g is None else g
              for g, v in zip(grads, variables)]
-    ok = all_finite([total] + grads + list(self.hierarchy.state()))
+    scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
+    if replica is None:
+      ok = all_finite([total] + grads + list(self.hierarchy.state()))
+    else:
+      # Global losses and gradients (a non-finite local gradient makes the
+      # sum non-finite); the hierarchy state is the same on every replica.
+      bad, scalars, grads = replica.all_reduce(
+          (tf.cast(tf.logical_not(all_finite([total])), tf.float32), scalars,
+           grads))
+      ok = tf.logical_and(bad == 0,
+                          all_finite(grads + list(self.hierarchy.state())))
+    nonfinite = self.loss_scale.nonfinite_flag(ok, total, grads,
+                                               self.hierarchy.state())
     lr = losses.learning_rate(step, hps)
-
-    def apply():
-      self.optimizer.learning_rate.assign(lr)
-      self.optimizer.apply_gradients(
-          zip(clip_gradients(grads, hps.grad_clip), variables))
-      return tf.constant(True)
-
-    tf.cond(ok, apply, lambda: tf.constant(False))
+    self._apply_update(ok, grads, lr, replicated=replica is not None)
     # Commit the closed-form hierarchy update only when everything is finite.
     self.hierarchy.assign_state([tf.where(ok, new, old) for new, old in
                                  zip(self.hierarchy.state(), old_state)])
     self.global_step.assign_add(tf.cast(ok, tf.int64))
     return dict(
-        total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij,
-        kl_weight=losses.kl_weight(step), lr=lr,
+        **scalars, kl_weight=losses.kl_weight(step), lr=lr,
         is_rpcl=tf.cast(self.hierarchy.is_rpcl_step(step), tf.float32),
         use_stroke=tf.cast(losses.use_stroke_loss(step, hps), tf.float32),
         num_live_k=tf.cast(self.hierarchy.num_live(), tf.float32),
-        nonfinite=tf.logical_not(ok), pi_l=tf.cast(self.hierarchy.pi_l,
+        nonfinite=nonfinite, pi_l=tf.cast(self.hierarchy.pi_l,
                                                    tf.float32))
 
   # --- evaluation ---------------------------------------------------------
@@ -180,7 +234,7 @@ class RPCLPix2SeqH(keras.Model):
     current kl_weight) and ``count`` (the batch size, for weighted averages).
     """
     strokes5, _, images, _ = batch
-    m, s = self.encoder(images, training=False)
+    m, s = precision.encoder_outputs_f32(*self.encoder(images, training=False))
     outs = self.hierarchy.posteriors(m)
     gau, ij = self._latent_losses(m, s, outs)
     lil, pen, de = self._decode_losses(strokes5, images, m, training=False)
