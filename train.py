@@ -42,6 +42,10 @@ flags.DEFINE_integer("log_every", 20, "Steps between console/TensorBoard logs.")
 flags.DEFINE_integer("save_every_steps", 0,
                      "If > 0: validate/checkpoint every this many steps instead "
                      "of every save_every epochs (short demos on small data).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: default = one device; mirrored = "
+                  "all local GPUs; multi_worker = several machines configured "
+                  "by TF_CONFIG (docs/distributed.md).")
 flags.DEFINE_boolean("overwrite", False,
                      "Allow starting afresh in a --log_root that holds a run "
                      "(deletes its checkpoints and tb/ logs).")
@@ -125,13 +129,15 @@ def prepare_hps(hps, log_root, resume, overwrite):
   return hps
 
 
-def evaluate_split(model, split, hps, eval_fn=None):
-  """Example-weighted means of the eval_step losses over a whole split."""
+def evaluate_split(model, split, hps, eval_fn=None, distribute=None):
+  """Example-weighted means of the eval_step losses over a whole split
+  (``distribute``: Distribution.dataset, with its eval_fn)."""
   from data.pipeline import make_dataset
   from model.rpcl_model import LOSS_KEYS
   eval_fn = eval_fn or model.compiled_eval_step()
   sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0.0
-  for batch in make_dataset(split, hps, hps.max_seq_len, training=False, seed=0):
+  dataset = make_dataset(split, hps, hps.max_seq_len, training=False, seed=0)
+  for batch in (distribute or (lambda ds: ds))(dataset):
     out = eval_fn(batch)
     n = float(out["count"])
     for k in LOSS_KEYS:
@@ -168,16 +174,18 @@ class _Loop:
   """Host side of training: epochs, validation, restore-on-miss, NaN policy."""
 
   def __init__(self, model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose):
-    import tensorflow as tf
+               save_every_steps, max_epochs, log_every, verbose, dist):
     self.model, self.state, self.data, self.hps = model, state, data, hps
+    self.dist = dist
     self.validate_fn = validate_fn or (
-        lambda m, name: evaluate_split(m, data.splits[name], hps))
+        lambda m, name: evaluate_split(m, data.splits[name], hps,
+                                       dist.eval_fn(m), dist.dataset))
     self.save_every_steps, self.max_epochs = save_every_steps, max_epochs
     self.log_every, self.verbose, self.seed = max(1, log_every), verbose, seed
-    self.writer = tf.summary.create_file_writer(os.path.join(log_root, "tb"))
+    self.writer = dist.summary_writer(log_root)
     self.epoch = int(state.epoch.numpy())
     self.misses, self.skips, self.nonfinite_run = 0, 0, 0
+    self.stuck_at, self.stuck_skips = -1, 0   # see on_nonfinite
     self.best = float(state.best_loss.numpy())
     self.valid, self.test, self.stop = None, None, None
     self.history = []   # (step, valid lil, improved)
@@ -222,14 +230,20 @@ class _Loop:
     return False
 
   def on_nonfinite(self):
+    """A skipped step.  Every NONFINITE_RESTORE_AFTER in a row restore the
+    checkpoint; NONFINITE_GIVE_UP skips without getting past the step where
+    they happened stop the run (else restore, fail again, ... for ever)."""
     self.skips += 1
     self.nonfinite_run += 1
+    self.stuck_at = max(self.stuck_at, self.step)
+    self.stuck_skips += 1
     log(f"step {self.step}: non-finite loss or gradient, update skipped "
         f"({self.nonfinite_run} in a row)", self.verbose)
-    if self.nonfinite_run >= NONFINITE_GIVE_UP:
-      raise UserError(f"training diverged: {self.nonfinite_run} consecutive "
-                      f"non-finite steps even after restoring the checkpoint; "
-                      f"check the data or lower learning_rate")
+    if self.stuck_skips >= NONFINITE_GIVE_UP:
+      raise UserError(f"training diverged: {self.stuck_skips} non-finite steps "
+                      f"without getting past step {self.stuck_at}, even after "
+                      f"restoring the checkpoint; check the data or lower "
+                      f"learning_rate")
     if self.nonfinite_run % NONFINITE_RESTORE_AFTER == 0 and self.restore():
       log(f"restored the last checkpoint (step {self.step})", self.verbose)
 
@@ -243,9 +257,10 @@ class _Loop:
   def run(self):
     from data.pipeline import make_dataset
     hps = self.hps
-    train_fn = self.model.compiled_train_step()
-    dataset = make_dataset(self.data.splits["train"], hps, hps.max_seq_len,
-                           training=True, seed=self.seed, first_epoch=self.epoch)
+    train_fn = self.dist.train_fn(self.model)
+    dataset = self.dist.dataset(make_dataset(
+        self.data.splits["train"], hps, hps.max_seq_len, training=True,
+        seed=self.seed, first_epoch=self.epoch))
     progress = Progress(max(0, hps.num_steps - self.step), "train", "step",
                         enabled=self.verbose)
     while self.stop is None and self.step < hps.num_steps:
@@ -260,6 +275,8 @@ class _Loop:
           self.on_nonfinite()
           continue
         self.nonfinite_run = 0
+        if self.step > self.stuck_at:
+          self.stuck_skips = 0
         progress.update(1)
         if self.step % self.log_every == 0:
           self.log_step(out, progress)
@@ -286,38 +303,49 @@ class _Loop:
 
 def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
           max_epochs=None, log_every=20, save_every_steps=0, overwrite=False,
-          validate_fn=None, verbose=True):
+          validate_fn=None, verbose=True, strategy="default"):
   """Trains a model in ``log_root``; returns a summary dict.
 
   ``validate_fn(model, split_name) -> {"lil": ..., ...}`` replaces the
-  validation/test evaluation (tests inject forced sequences)."""
+  validation/test evaluation (tests inject forced sequences).  ``strategy``:
+  a name of model/distribute.py's STRATEGIES or a Distribution; only the
+  chief worker logs and writes configs and checkpoints."""
   import keras
   from data.dataset import load_dataset
   from data.pipeline import semi_mask
-  from model.checkpoint import CheckpointState, build_model, write_train_info
+  from model.checkpoint import build_model, write_train_info
+  from model.distribute import Distribution
   if not data_dir:
     raise UserError(NO_DATA_HINT)
+  dist = (strategy if isinstance(strategy, Distribution)
+          else Distribution(strategy))   # first: multi_worker starts the cluster
+  verbose = verbose and dist.is_chief
   ensure_dir(log_root, "--log_root")
   if num_steps is not None:
     hps = hps.replace(num_steps=num_steps)
-  hps = prepare_hps(hps, log_root, resume, overwrite)
+  if dist.is_chief or resume:
+    hps = prepare_hps(hps, log_root, resume, overwrite and dist.is_chief)
   data = load_dataset(data_dir, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
-  save_config(os.path.join(log_root, CONFIG_NAME), hps)
-  write_train_info(log_root, data_dir)
+  dist.check_hps(hps)
+  if dist.is_chief:
+    save_config(os.path.join(log_root, CONFIG_NAME), hps)
+    write_train_info(log_root, data_dir)
   keras.utils.set_random_seed(seed)
-  model = build_model(hps, seed=seed)
+  with dist.scope():
+    model = build_model(hps, seed=seed)
   labels = data.splits["train"].labels
   mask = semi_mask(labels, hps.semi_percent, hps.semi_balanced,
                    np.random.default_rng([seed, 7]))
-  state = CheckpointState(model, log_root, semi_mask=mask)
+  state = dist.checkpoint_state(model, log_root, semi_mask=mask)
   if resume and not state.restore():
     log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
   loop = _Loop(model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose)
+               save_every_steps, max_epochs, log_every, verbose, dist)
   log(f"training from step {loop.step} epoch {loop.epoch} to {hps.num_steps} "
-      f"({len(labels)} train sketches, batch {hps.batch_size}, max_seq_len "
-      f"{hps.max_seq_len})", verbose)
+      f"({len(labels)} train sketches, batch {hps.batch_size} over "
+      f"{dist.num_replicas} replica(s), max_seq_len {hps.max_seq_len})",
+      verbose)
   loop.run()
   return dict(step=loop.step, epoch=loop.epoch, stop_reason=loop.stop,
               best_valid_lil=loop.best, valid=loop.valid, test=loop.test,
@@ -357,7 +385,7 @@ def main(argv):
                   num_steps=FLAGS.num_steps, max_epochs=FLAGS.max_epochs,
                   log_every=FLAGS.log_every,
                   save_every_steps=FLAGS.save_every_steps,
-                  overwrite=FLAGS.overwrite)
+                  overwrite=FLAGS.overwrite, strategy=FLAGS.strategy)
   log(f"done: step {summary['step']}, stopped by {summary['stop_reason']}, best "
       f"valid lil {summary['best_valid_lil']:.4f}, {summary['steps_per_sec']:.2f} "
       f"steps/s; model in {FLAGS.log_root}")
