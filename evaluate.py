@@ -21,7 +21,7 @@ import numpy as np
 
 from utils import metrics
 from utils.errors import UserError, cli_main
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, check_writable
 from utils.progress import Progress
 
 FLAGS = flags.FLAGS
@@ -187,6 +187,8 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
   from model.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
   import visualization  # pylint: disable=import-outside-toplevel
 
+  output = output or os.path.join(model_dir, "evaluation.json")
+  check_writable(output, "--output")   # before minutes of work, not after
   hps, model = load_trained(model_dir)
   data = load_dataset(data_dir, hps)
   samples = visualization.load_samples(samples_dir) if samples_dir else None
@@ -226,7 +228,6 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
     result["classifier"] = {"test_accuracy": info["test_accuracy"],
                             "num_train": info["num_train"],
                             "epochs": info["epochs"], "cache": cache_dir}
-  output = output or os.path.join(model_dir, "evaluation.json")
   atomic_write_text(output, json.dumps(result, indent=2) + "\n")
   result["output"] = output
   return result

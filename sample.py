@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from utils.errors import UserError, cli_main
+from utils.io import check_writable, is_disk_error
 
 FLAGS = flags.FLAGS
 # Names like data_dir / output_dir / seed are also defined by the other CLIs;
@@ -87,11 +88,7 @@ def check_output_dir(path, overwrite):
     if os.listdir(path) and not overwrite:
       raise UserError(f"--output_dir={path!r} is not empty (a previous run?): "
                       f"pass --overwrite to replace it or choose another folder")
-  parent = os.path.dirname(path)
-  while not os.path.isdir(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise UserError(f"--output_dir={path!r}: folder {parent!r} is not writable")
+  check_writable(path, "--output_dir")
 
 
 def check_args(num_per_category, temperature, greedy, steps, max_len, modes):
@@ -299,8 +296,11 @@ def publish_dir(output_dir, fill):
       shutil.rmtree(old, ignore_errors=True)
     else:
       os.rename(tmp, output_dir)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if is_disk_error(e):   # full disk, quota, read-only: one line, no traceback
+      raise UserError(f"cannot write --output_dir={output_dir!r}: "
+                      f"{e.strerror}") from None
     raise
 
 

@@ -43,8 +43,8 @@ REQUIRED = ("images", "z", "label_k", "label_l", "pi_l", "pi_k", "q_kl")
 
 def _read_npz(path):
   if not os.path.isfile(path):
-    raise UserError(f"{path!r} not found: run sample.py first (its --output_dir "
-                    f"is the --input_dir here)")
+    raise UserError(f"{path!r} not found: run sample.py first and pass its "
+                    f"--output_dir here")
   if os.path.getsize(path) == 0:
     raise UserError(f"{path!r} is empty: expected the samples.npz of sample.py")
   try:
@@ -125,7 +125,7 @@ def load_samples(input_dir):
 def check_tsne_size(n, path="samples"):
   if n < MIN_TSNE_SAMPLES:
     raise UserError(f"{path!r} has {n} sample(s): t-SNE needs at least "
-                    f"{MIN_TSNE_SAMPLES}; sample more with sample.py --num_samples")
+                    f"{MIN_TSNE_SAMPLES}; sample more with sample.py --num_per_category")
 
 
 def tsne_2d(z, seed=0):

@@ -57,8 +57,8 @@ def check_data_dir(data_dir):
 
 
 def _available(data_dir):
-  names = sorted(n[:-4] for n in os.listdir(data_dir)
-                 if n.endswith(".npz") and not n.endswith("_png.npz"))
+  names = sorted(n[:-4] for n in os.listdir(data_dir) if n.endswith(".npz")
+                 and not n.endswith(("_png.npz", "_styles.npz")))  # side files
   return ", ".join(names) or "none"
 
 
@@ -90,7 +90,7 @@ def load_png_npz(path, lengths, png_width, category):
         raise UserError(f"image file {path!r} split {split!r} has images of "
                         f"shape {tuple(imgs.shape[1:])}, expected "
                         f"({png_width}, {png_width}) for png_width={png_width}: "
-                        f"re-create it: {hint} --png_width {png_width}")
+                        f"re-create it: {hint} (with --png_width {png_width})")
       out[split] = np.asarray(imgs, np.uint8)
   return out
 

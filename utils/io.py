@@ -14,6 +14,8 @@ import numpy as np
 
 from utils.errors import UserError
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)
+
 
 def ensure_dir(path, what="output directory"):
   """Creates ``path`` if needed and checks it is writable; UserError otherwise."""
@@ -24,6 +26,28 @@ def ensure_dir(path, what="output directory"):
   if not os.access(path, os.W_OK | os.X_OK):
     raise UserError(f"{what} {path!r} is not writable")
   return path
+
+
+def check_writable(path, what="output"):
+  """UserError unless ``path`` can be created or replaced, without creating
+  anything yet: its nearest existing ancestor must be a writable folder."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f"{what} {path!r} cannot be created: {parent!r} is a file, "
+                    f"not a folder")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise UserError(f"{what} {path!r} cannot be created: folder {parent!r} is "
+                    f"not writable")
+  return path
+
+
+def is_disk_error(err):
+  """True for OSErrors that mean "cannot write here" (full disk, quota,
+  permission, read-only file system): reported as a UserError, not a bug."""
+  return isinstance(err, OSError) and err.errno in DISK_ERRNOS
 
 
 @contextlib.contextmanager
@@ -46,7 +70,7 @@ def atomic_path(path):
     os.replace(tmp, path)
   except OSError as e:
     _remove_quietly(tmp)
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    if is_disk_error(e):
       raise UserError(f"cannot write {path!r}: {e.strerror}") from None
     raise
   except BaseException:

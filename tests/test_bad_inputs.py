@@ -1,0 +1,584 @@
+"""The bad-input catalogue (issue 10): one test per case, end to end through the
+real CLI entry points (train.py, sample.py, visualization.py, evaluate.py,
+data.synthetic, data.seq2png, data.quickdraw).
+
+Every case builds its inputs in a fresh folder and runs the command there with
+relative paths.  Passing means: exit status 2, exactly one stderr line, starting
+with ``error: `` and matching the expected message (naming the file / flag /
+value), no traceback, and no file created or changed in the case folder or in
+the shared model/data.  The library-level checks behind these messages are
+tested in the per-module test files; cases already run through a CLI there
+(e.g. sample.py --level_k out of range) are listed in the doc, not repeated.
+
+In process, a CLI runs as ``__main__`` (runpy) with its own absl FlagValues and
+``app.run`` = parse + main: the code path of ``python train.py ...`` minus the
+interpreter start.  Cases with ``sub=True`` also run as real subprocesses
+(started in the background, two at a time); their error line must equal the
+in-process one.  docs/bad_inputs.md is generated from these runs:
+``BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py``; a test checks it is
+current.
+"""
+import builtins
+import concurrent.futures
+import contextlib
+import errno
+import functools
+import http.server
+import io
+import json
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+import threading
+import traceback
+
+import numpy as np
+import pytest
+
+from tests import bad_inputs_doc as doc
+from tests.conftest import ROOT
+
+DEFINES = ("DEFINE_string", "DEFINE_integer", "DEFINE_float", "DEFINE_bool",
+           "DEFINE_boolean", "DEFINE_list", "DEFINE_enum")
+HP = "--hparams=categories=[fish,house],num_mixture=2"
+TRAIN = ["--log_root=run", "--preset=tiny"]
+SAMPLE = ["--model_dir=model", "--data_dir=data", "--output_dir=out",
+          "--num_per_category=2"]
+EVAL = ["--data_dir=data", "--samples_dir=", "--output=eval.json"]
+
+
+# --- running a CLI ------------------------------------------------------------
+
+def run_in_process(cli, args):
+  """(exit code, stdout, stderr) of ``python <cli> <args>`` in this process."""
+  from absl import app, flags
+  fv = flags.FlagValues()
+  out, err = io.StringIO(), io.StringIO()
+
+  def fake_run(main, argv=None):
+    sys.exit(main(fv(argv or sys.argv)))
+
+  with pytest.MonkeyPatch.context() as mp:
+    for name in DEFINES:
+      mp.setattr(flags, name, functools.partial(getattr(flags, name),
+                                                flag_values=fv))
+    mp.setattr(flags, "FLAGS", fv)
+    mp.setattr(app, "run", fake_run)
+    mp.setattr(sys, "argv", [cli] + list(args))
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        runpy.run_path(script_path(cli), run_name="__main__")
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      except BaseException:  # pylint: disable=broad-except
+        code = "traceback"
+        err.write(traceback.format_exc())
+  return code, out.getvalue(), err.getvalue()
+
+
+def script_path(cli):
+  """train.py -> ROOT/train.py; data.seq2png -> ROOT/data/seq2png.py."""
+  return os.path.join(ROOT, cli if cli.endswith(".py")
+                      else cli.replace(".", os.sep) + ".py")
+
+
+def run_subprocess(cli, args, cwd):
+  cmd = ([sys.executable, os.path.join(ROOT, cli)] if cli.endswith(".py")
+         else [sys.executable, "-m", cli]) + list(args)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=300)
+  return res.returncode, res.stdout, res.stderr
+
+
+@contextlib.contextmanager
+def full_disk(folder):
+  """Every file opened for writing under ``folder`` fails with ENOSPC on its
+  first write (what a full disk does), in this process."""
+  real_open, folder = builtins.open, os.path.realpath(folder)
+
+  class Full:
+    def __init__(self, f):
+      self._f = f
+
+    def write(self, _):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fileno(self):   # no raw-fd shortcut (PIL): writes go through write()
+      raise io.UnsupportedOperation("fileno")
+
+    def __getattr__(self, name):
+      return getattr(self._f, name)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self._f.close()
+
+  def fake_open(file, mode="r", *a, **k):
+    f = real_open(file, mode, *a, **k)
+    if (isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+")
+        and os.path.realpath(file).startswith(folder + os.sep)):
+      return Full(f)
+    return f
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(builtins, "open", fake_open)
+    yield
+
+
+def snapshot(folder):
+  """{relative path: (size, mtime)} of the files under ``folder`` (symlinked
+  shared folders are not followed; they are checked once, see below)."""
+  out = {}
+  for path, _, files in os.walk(folder):
+    for name in files:
+      p = os.path.join(path, name)
+      if not os.path.islink(p):
+        st = os.stat(p)
+        out[os.path.relpath(p, folder)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+# --- building inputs ----------------------------------------------------------
+
+def load_npz(path):
+  with np.load(path, allow_pickle=True, encoding="latin1") as f:
+    return {k: f[k] for k in f.files}
+
+
+def copy_data(case, shared, name="mydata"):
+  shutil.copytree(os.path.realpath(os.path.join(case, "data")),
+                  os.path.join(case, name))
+  return os.path.join(case, name)
+
+
+def edit_sketch(split, index, value, category="fish"):
+  """Setup: a copy of the data whose <category>.npz has one sketch replaced."""
+  def setup(case, shared):
+    path = os.path.join(copy_data(case, shared), f"{category}.npz")
+    d = load_npz(path)
+    d[split][index] = value
+    np.savez(path, **d)
+  return setup
+
+
+def rewrite(name, fn):
+  """Setup: a copy of the data with file ``name`` rewritten by fn(path)."""
+  def setup(case, shared):
+    fn(os.path.join(copy_data(case, shared), name))
+  return setup
+
+
+def truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def fewer_images(path):
+  d = load_npz(path)
+  np.savez(path, **dict(d, train=d["train"][:-1]))
+
+
+def small_images(path):
+  np.savez(path, **{k: np.zeros((len(v), 32, 32), np.uint8)
+                    for k, v in load_npz(path).items()})
+
+
+def copy_model(edit=None, source="model"):
+  """Setup: mymodel = a copy of the shared model, then edit(mymodel)."""
+  def setup(case, shared):
+    dst = os.path.join(case, "mymodel")
+    shutil.copytree(os.path.realpath(os.path.join(case, source)), dst)
+    if edit:
+      edit(dst)
+  return setup
+
+
+def edit_config(**changes):
+  def edit(folder):
+    path = os.path.join(folder, "model_config.json")
+    with open(path) as f:
+      cfg = json.load(f)
+    cfg.update(changes)
+    with open(path, "w") as f:
+      json.dump(cfg, f)
+  return edit
+
+
+def write_file(name, text):
+  def edit(folder):
+    with open(os.path.join(folder, name), "w") as f:
+      f.write(text)
+  return edit
+
+
+def cut_checkpoint(folder):
+  truncate(os.path.join(folder, [n for n in os.listdir(folder)
+                                 if ".data-" in n][0]))
+
+
+def only_config(case, shared):
+  os.makedirs(os.path.join(case, "mymodel"))
+  shutil.copy(os.path.join(case, "model", "model_config.json"),
+              os.path.join(case, "mymodel"))
+
+
+def samples(n=24, **over):
+  """Setup: samples/samples.npz, a valid sample.py output of n sketches but
+  for the keys in ``over``."""
+  def setup(case, shared):
+    rng = np.random.default_rng(0)
+    q = np.full((4, 2), 0.25)
+    arrays = dict(images=rng.integers(0, 255, (n, 48, 48), dtype=np.uint8),
+                  z=rng.normal(size=(n, 8)).astype(np.float32),
+                  label_k=np.arange(n, dtype=np.int32) % 4,
+                  label_l=np.arange(n, dtype=np.int32) % 2,
+                  category=np.arange(n, dtype=np.int32) % 2,
+                  ref_index=np.arange(n, dtype=np.int32),
+                  categories=np.array(["fish", "house"]), pi_l=np.full(2, 0.5),
+                  pi_k=q.sum(1) / 2, q_kl=q)
+    arrays.update(over)
+    os.makedirs(os.path.join(case, "samples"))
+    np.savez(os.path.join(case, "samples", "samples.npz"), **arrays)
+  return setup
+
+
+def touch(*names):
+  def setup(case, shared):
+    for name in names:
+      path = os.path.join(case, name)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      open(path, "w").close()
+  return setup
+
+
+def chain(*setups):
+  def setup(case, shared):
+    for s in setups:
+      s(case, shared)
+  return setup
+
+
+def other_categories(case, shared):
+  d = copy_data(case, shared)
+  for name in os.listdir(d):
+    os.rename(os.path.join(d, name), os.path.join(d, name.replace("fish", "cat")))
+
+
+# --- the catalogue --------------------------------------------------------------
+
+def case(name, cli, args, expect, setup=None, sub=False, disk_full=False):
+  return dict(name=name, cli=cli, args=args, expect=expect, setup=setup,
+              sub=sub, disk_full=disk_full)
+
+
+NAN_SKETCH = np.array([[1, 2, 0], [np.nan, 3, 1]], np.float32)
+CASES = [
+    # --hparams
+    case("hparams_syntax", "train.py", TRAIN + ["--data_dir=data", HP + ",z_size:16"],
+         r"malformed --hparams entry 'z_size:16': expected key=value", sub=True),
+    case("hparams_unknown_key", "train.py", TRAIN + ["--data_dir=data",
+                                                     "--hparams=num_mixtures=2"],
+         r"unknown hparam 'num_mixtures'; known: categories, num_steps"),
+    case("hparams_wrong_type", "train.py", TRAIN + ["--data_dir=data",
+                                                    HP + ",batch_size=big"],
+         r"hparam batch_size='big' is not an integer"),
+    case("hparams_bad_list", "train.py", TRAIN + ["--data_dir=data",
+                                                  "--hparams=categories=fish,house]"],
+         r"malformed --hparams .*unbalanced '\]'"),
+    case("hparams_out_of_range", "train.py", TRAIN + ["--data_dir=data", HP + ",eta=1.5"],
+         r"hparam eta=1.5 is invalid: expected a number in \(0, 1\]"),
+    # data folder and files
+    case("data_dir_missing", "train.py", TRAIN + ["--data_dir=nowhere", HP],
+         r"data directory 'nowhere' does not exist: generate data with `python -m "
+         r"data.synthetic"),
+    case("data_dir_empty", "train.py", TRAIN + ["--data_dir=empty", HP],
+         r"data directory 'empty' contains no .npz files", touch("empty/notes.txt")),
+    case("category_file_missing", "train.py",
+         TRAIN + ["--data_dir=data", "--hparams=categories=[fish,cat],num_mixture=2"],
+         r"category 'cat': stroke file 'data/cat.npz' not found \(available: fish, "
+         r"house\)"),
+    case("npz_truncated", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"cannot read stroke file 'mydata/fish.npz': truncated or corrupt .npz",
+         rewrite("fish.npz", truncate), sub=True),
+    case("npz_wrong_keys", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"stroke file 'mydata/fish.npz' has no key\(s\) train, valid, test",
+         rewrite("fish.npz", lambda p: np.savez(p, a=np.zeros(3), b=np.ones(2)))),
+    case("npz_wrong_shape", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"'mydata/fish.npz' split 'valid' sketch 2 has shape \(4, 2\), expected \(n, 3\)",
+         edit_sketch("valid", 2, np.zeros((4, 2), np.int16))),
+    case("npz_wrong_dtype", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"'mydata/fish.npz' split 'test' sketch 1 is not a numeric array",
+         edit_sketch("test", 1, np.array([["a", "b", "c"]]))),
+    case("npz_empty_sketch", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"'mydata/fish.npz' split 'train' sketch 5 is empty",
+         edit_sketch("train", 5, np.zeros((0, 3), np.int16))),
+    case("npz_nan", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"'mydata/fish.npz' split 'train' sketch 3 contains NaN or infinite values",
+         edit_sketch("train", 3, NAN_SKETCH)),
+    case("png_count_disagrees", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"image file 'mydata/fish_png.npz' split 'train' has 31 images but the "
+         r"stroke file has 32 sketches", rewrite("fish_png.npz", fewer_images)),
+    case("png_size_disagrees", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"'mydata/house_png.npz' split 'train' has images of shape \(32, 32\), "
+         r"expected \(48, 48\)", rewrite("house_png.npz", small_images)),
+    case("png_missing", "train.py", TRAIN + ["--data_dir=mydata", HP],
+         r"image file 'mydata/house_png.npz' is missing: run `python -m data.seq2png",
+         rewrite("house_png.npz", os.remove)),
+    case("batch_larger_than_split", "train.py",
+         TRAIN + ["--data_dir=data", HP + ",batch_size=65"],
+         r"batch_size=65 is larger than the training split \(64 sketches"),
+    # --log_root and resuming
+    case("resume_nothing_to_resume", "train.py",
+         TRAIN + ["--data_dir=data", HP, "--resume_training"],
+         r"--resume_training: no model_config.json in --log_root='run'"),
+    case("resume_conflicting_preset", "train.py",
+         ["--log_root=mymodel", "--preset=small", "--data_dir=data", HP,
+          "--resume_training"],
+         r"--preset/--hparams conflict with mymodel/model_config.json: .*"
+         r"dec_rnn_size=256 \(stored 32\)", copy_model()),
+    case("resume_conflicting_hparams", "train.py",
+         ["--log_root=mymodel", "--preset=tiny", "--data_dir=data",
+          "--hparams=categories=[house,fish]", "--resume_training"],
+         r"conflict with .*categories=\['house', 'fish'\] \(stored \['fish', 'house'\]\)",
+         copy_model()),
+    case("log_root_holds_a_run", "train.py",
+         ["--log_root=mymodel", "--preset=tiny", "--data_dir=data", HP],
+         r"--log_root='mymodel' already holds a run: pass --resume_training",
+         copy_model()),
+    case("log_root_under_a_file", "train.py",
+         ["--log_root=afile/run", "--preset=tiny", "--data_dir=data", HP],
+         r"cannot create --log_root 'afile/run': Not a directory", touch("afile")),
+    case("train_disk_full", "train.py", TRAIN + ["--data_dir=data", HP],
+         r"cannot write 'run/model_config.json': No space left on device",
+         disk_full=True),
+    # sample.py
+    case("checkpoint_truncated", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
+         r"checkpoint 'mymodel/ckpt-3' is unreadable \(truncated or corrupt\?\)",
+         copy_model(cut_checkpoint)),
+    case("config_not_json", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
+         r"model config 'mymodel/model_config.json' is not readable JSON",
+         copy_model(write_file("model_config.json", "{z_size: 8"))),
+    case("checkpoint_other_z_size", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
+         r"checkpoint 'mymodel/ckpt-3' does not match the model config: variable "
+         r".* has shape \(.*\) in the checkpoint but \(.*\) in the model",
+         copy_model(edit_config(z_size=16))),
+    case("sample_output_under_a_file", "sample.py",
+         SAMPLE[:2] + ["--output_dir=afile/out"],
+         r"--output_dir 'afile/out' cannot be created: 'afile' is a file, not a folder",
+         touch("afile"), sub=True),
+    case("sample_disk_full", "sample.py", SAMPLE,
+         r"cannot write --output_dir='out': No space left on device", disk_full=True),
+    case("sample_dead_level_l", "sample.py",
+         ["--model_dir=dead_l", "--level_l=1", "--output_dir=out"],
+         r"--level_l=1 is a dead level-l unit \(prior ~ 0, pruned by RPCL\): choose "
+         r"a live one: 0$"),
+    # evaluate.py
+    case("evaluate_no_config", "evaluate.py", ["--model_dir=mymodel"] + EVAL,
+         r"no model config at 'mymodel/model_config.json': train a model first",
+         touch("mymodel/notes.txt")),
+    case("evaluate_no_checkpoint", "evaluate.py", ["--model_dir=mymodel"] + EVAL,
+         r"no checkpoint in 'mymodel': train first", only_config),
+    case("evaluate_checkpoint_other_num_mixture", "evaluate.py",
+         ["--model_dir=mymodel"] + EVAL,
+         r"checkpoint 'mymodel/ckpt-3' does not match the model config: variable "
+         r".*has shape \(4, .*\) in the checkpoint but \(6, .*\) in the model",
+         copy_model(edit_config(num_mixture=3))),
+    case("evaluate_other_data", "evaluate.py",
+         ["--model_dir=model", "--data_dir=mydata", "--samples_dir=", "--output=e.json"],
+         r"category 'fish': stroke file 'mydata/fish.npz' not found \(available: cat, "
+         r"house\)", other_categories),
+    case("evaluate_samples_missing", "evaluate.py",
+         ["--model_dir=model", "--data_dir=data", "--samples_dir=nosamples",
+          "--output=e.json"],
+         r"'nosamples/samples.npz' not found: run sample.py first",
+         touch("nosamples/notes.txt")),
+    case("evaluate_output_under_a_file", "evaluate.py",
+         ["--model_dir=model", "--data_dir=data", "--samples_dir=",
+          "--output=afile/e.json"],
+         r"--output 'afile/e.json' cannot be created: 'afile' is a file",
+         touch("afile")),
+    # visualization.py
+    case("tsne_too_few_samples", "visualization.py",
+         ["--input_dir=samples", "--output_dir=figs"],
+         r"'samples/samples.npz' has 3 sample\(s\): t-SNE needs at least 5; sample "
+         r"more with sample.py --num_per_category", samples(3), sub=True),
+    case("samples_truncated", "visualization.py",
+         ["--input_dir=samples", "--output_dir=figs"],
+         r"'samples/samples.npz' is not a readable npz",
+         chain(samples(), lambda c, s: truncate(os.path.join(c, "samples",
+                                                             "samples.npz")))),
+    case("samples_inconsistent", "visualization.py",
+         ["--input_dir=samples", "--output_dir=figs"],
+         r"key 'pi_k' \(shape \(3,\), dtype float64\) is invalid: expected \(4,\)",
+         samples(pi_k=np.full(3, 1 / 3))),
+    case("figures_under_a_file", "visualization.py",
+         ["--input_dir=samples", "--output_dir=afile/figs"],
+         r"cannot create output directory 'afile/figs': Not a directory",
+         chain(samples(), touch("afile")), sub=True),
+    case("figures_disk_full", "visualization.py",
+         ["--input_dir=samples", "--output_dir=figs"],
+         r"cannot write 'figs/result.jpg': No space left on device", samples(),
+         disk_full=True),
+    # data commands
+    case("synthetic_out_dir_is_a_file", "data.synthetic",
+         ["--out_dir=afile", "--num_train=2", "--num_valid=1", "--num_test=1"],
+         r"cannot create output directory 'afile': File exists", touch("afile"),
+         sub=True),
+    case("synthetic_empty_split", "data.synthetic", ["--out_dir=syn", "--num_valid=0"],
+         r"--num_train/--num_valid/--num_test must be >= 1, got \(5000, 0, 500\)"),
+    case("seq2png_infinite_offsets", "data.seq2png",
+         ["--data_dir=mydata", "--categories=fish", "--out_dir=pngs", "--workers=1"],
+         r"'mydata/fish.npz' split 'valid' sketch 0 contains NaN or infinite values",
+         edit_sketch("valid", 0, np.array([[np.inf, 0, 1]])), sub=True),
+    case("seq2png_png_width", "data.seq2png",
+         ["--data_dir=data", "--categories=fish", "--out_dir=pngs", "--png_width=4"],
+         r"--png_width must be an integer >= 8, got 4"),
+    case("seq2png_disk_full", "data.seq2png",
+         ["--data_dir=data", "--categories=fish", "--out_dir=pngs", "--workers=1"],
+         r"cannot write 'pngs/fish_png.npz': No space left on device", disk_full=True),
+    case("quickdraw_unknown_category", "data.quickdraw",
+         ["--categories=bee,nope", "--out_dir=qd", "--base_url={url}"],
+         r"unknown category 'nope': URL/nope.npz does not exist \(HTTP 404\)", sub=True),
+    case("quickdraw_no_categories", "data.quickdraw", ["--out_dir=qd"],
+         r"--categories is required, e.g. --categories bee,bus"),
+    case("quickdraw_out_dir_under_a_file", "data.quickdraw",
+         ["--categories=bee", "--out_dir=afile/qd", "--base_url={url}"],
+         r"cannot create output directory 'afile/qd': Not a directory", touch("afile")),
+]
+BY_NAME = {c["name"]: c for c in CASES}
+assert len(BY_NAME) == len(CASES)
+
+
+# --- fixtures ---------------------------------------------------------------------
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, *args):
+    pass
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_model, tmp_path_factory):
+  """Folders every case links to (read-only): data, model, dead_l (a model
+  whose level-l unit #1 is dead), and the base URL of a local QuickDraw mirror."""
+  from model.checkpoint import CheckpointState, load_trained
+  data_dir, model_dir, _ = tiny_model
+  root = tmp_path_factory.mktemp("bad_inputs_shared")
+  dead_l = str(root / "dead_l")
+  os.makedirs(dead_l)
+  shutil.copy(os.path.join(model_dir, "model_config.json"), dead_l)
+  _, model = load_trained(model_dir)
+  model.hierarchy.pi_l.assign([1.0 - 1e-10, 1e-10])
+  CheckpointState(model, dead_l).save()
+  served = root / "served"
+  served.mkdir()
+  shutil.copy(os.path.join(data_dir, "fish.npz"), served / "bee.npz")
+  handler = functools.partial(QuietHandler, directory=str(served))
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  links = dict(data=data_dir, model=model_dir, dead_l=dead_l)
+  before = {k: snapshot(v) for k, v in links.items()}
+  yield dict(links=links, url=f"http://127.0.0.1:{server.server_address[1]}/",
+             root=root)
+  server.shutdown()
+  server.server_close()
+  assert {k: snapshot(v) for k, v in links.items()} == before, \
+      "a bad-input case wrote into the shared data or model"
+
+
+def make_case(c, shared, folder):
+  """The case folder with links to the shared inputs, then the case's setup;
+  returns (args with the server URL filled in, the folder)."""
+  os.makedirs(folder)
+  for name, target in shared["links"].items():
+    os.symlink(target, os.path.join(folder, name))
+  if c["setup"]:
+    c["setup"](folder, shared)
+  return [a.replace("{url}", shared["url"]) for a in c["args"]], folder
+
+
+@pytest.fixture(scope="module")
+def subprocess_runs(shared):
+  """Starts every ``sub=True`` case as a real subprocess, two at a time, in
+  the background; {name: future of (code, stdout, stderr, folder, before)}."""
+  pool = concurrent.futures.ThreadPoolExecutor(2)
+
+  def launch(c):
+    args, folder = make_case(c, shared, str(shared["root"] / "sub" / c["name"]))
+    before = snapshot(folder)
+    return run_subprocess(c["cli"], args, folder) + (folder, before)
+
+  futures = {c["name"]: pool.submit(launch, c) for c in CASES if c["sub"]}
+  yield futures
+  pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def doc_rows():
+  return {}
+
+
+def normalize(text, folder, shared):
+  """Paths relative to the case folder, the mirror's URL as URL/."""
+  for path in (os.path.realpath(folder), folder):
+    text = text.replace(path + os.sep, "")
+  text = text.replace(shared["url"], "URL/")
+  for name, target in shared["links"].items():
+    text = text.replace(os.path.realpath(target), name)
+  return text
+
+
+def check(c, code, stderr, folder, before, shared):
+  """The catalogue's contract; returns the normalized error line.  (Progress
+  lines may precede it; subprocesses may also show TensorFlow's start-up log.)"""
+  assert "Traceback" not in stderr, stderr[-3000:]
+  assert code == 2, (code, stderr[-3000:])
+  lines = [l for l in stderr.splitlines() if l.strip()]
+  errors = [l for l in lines if l.startswith("error: ")]
+  assert len(errors) == 1 and lines[-1] == errors[0], stderr[-3000:]
+  line = normalize(errors[0][len("error: "):], folder, shared)
+  assert "\n" not in line and re.search(c["expect"], line), line
+  after = snapshot(folder)
+  assert after == before, f"files written or changed: {set(after) ^ set(before)}"
+  assert not [n for n in os.listdir(folder) if n.startswith(".tmp")]
+  return line
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_bad_input(name, shared, subprocess_runs, doc_rows):
+  c = BY_NAME[name]
+  args, folder = make_case(c, shared, str(shared["root"] / "inproc" / name))
+  before = snapshot(folder)
+  cwd = os.getcwd()
+  os.chdir(folder)
+  try:
+    with full_disk(folder) if c["disk_full"] else contextlib.nullcontext():
+      code, _, stderr = run_in_process(c["cli"], args)
+  finally:
+    os.chdir(cwd)
+  line = check(c, code, stderr, folder, before, shared)
+  doc_rows[name] = (doc.command(c["cli"], c["args"]), line)
+  if c["sub"]:
+    code, _, stderr, sub_folder, sub_before = subprocess_runs[name].result()
+    assert check(c, code, stderr, sub_folder, sub_before, shared) == line
+
+
+def test_docs_table_is_current(doc_rows):
+  """docs/bad_inputs.md lists exactly these cases with their real messages."""
+  if len(doc_rows) != len(CASES):
+    pytest.skip("only part of the catalogue ran")
+  text = doc.render([(name,) + doc_rows[name] for name in BY_NAME])
+  path = os.path.join(ROOT, "docs", "bad_inputs.md")
+  if os.environ.get("BAD_INPUTS_DOC") == "write":
+    from utils.io import atomic_write_text
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, text)
+  with open(path) as f:
+    assert f.read() == text, ("docs/bad_inputs.md is stale: regenerate with "
+                              "BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py")
