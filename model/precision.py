@@ -51,7 +51,7 @@ class DynamicLossScale(tf.Module):
   ``growth_steps`` finite steps in a row double it.
   """
 
-  def __init__(self, enabled, initial_scale=2.0 ** 15, growth_steps=2000):
+  def __init__(self, enabled, initial_scale=2.0 ** 10, growth_steps=2000):
     super().__init__(name="loss_scale")
     self.enabled = bool(enabled)
     self.growth_steps = int(growth_steps)
@@ -70,6 +70,19 @@ class DynamicLossScale(tf.Module):
     inv = 1.0 / self.scale
     return [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
 
+  def nonfinite_flag(self, ok, total, grads, state):
+    """Updates the scale after a step; returns the step's ``nonfinite`` flag.
+
+    ``ok``: the update is applied.  Without loss scaling the flag is ``not
+    ok``.  With it, a gradient overflow while the loss and the new hierarchy
+    ``state`` are finite is a normal skipped step (the scale halves), not a
+    divergence, so it is not flagged."""
+    if not self.enabled:
+      return tf.logical_not(ok)
+    self.update(_all_finite(grads))
+    return tf.logical_and(tf.logical_not(ok),
+                          tf.logical_not(_all_finite([total] + list(state))))
+
   def update(self, finite):
     """Adjusts the scale after a step whose gradients were ``finite``."""
     if not self.enabled:
@@ -81,3 +94,8 @@ class DynamicLossScale(tf.Module):
     self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)),
                                     self.good_steps + 1,
                                     tf.zeros([], tf.int64)))
+
+
+def _all_finite(tensors):
+  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(
+      tf.cast(t, tf.float32))) for t in tensors]))

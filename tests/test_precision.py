@@ -1,0 +1,148 @@
+"""The mixed-precision switch (hps.precision, model/precision.py) on CPU.
+
+A float32 model and a mixed one with the same weights, hierarchy and noise run
+the same compiled training steps: the mixed losses are finite and close to the
+float32 ones, the hierarchy stays float64 and the losses float32, variables
+stay float32 while the networks compute in float16 / bfloat16.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hparams import get_hparams
+from model import precision
+from model.rpcl_model import RPCLPix2SeqH
+
+STEPS = 3
+# Relative tolerance of the losses vs float32 on the first step (bfloat16 keeps
+# 8 significant bits, float16 11).  Later steps start from weights that Adam
+# already moved by ~lr * sign(gradient): for near-zero gradients the sign is
+# rounding noise, so those losses are only checked to stay in a loose band.
+RTOL_FIRST = {"mixed_bfloat16": 0.02, "mixed_float16": 0.01}
+RTOL_LATER = 0.25
+
+
+def tiny_hps(prec):
+  return get_hparams("tiny", f"max_seq_len=12,precision={prec},num_mixture=2")
+
+
+def make_batches(hps, n, seed=0):
+  rng = np.random.default_rng(seed)
+  b, t, w = hps.batch_size, hps.max_seq_len, hps.png_width
+  out = []
+  for _ in range(n):
+    strokes = np.zeros((b, t + 1, 5), np.float32)
+    strokes[:, 1:, :2] = rng.normal(size=(b, t, 2))
+    pen = rng.choice(3, size=(b, t), p=[0.8, 0.15, 0.05])
+    strokes[:, 1:, 2:] = np.eye(3, dtype=np.float32)[pen]
+    strokes[:, 0, 2] = 1.0
+    images = rng.uniform(-1, 1, (b, w, w, 1)).astype(np.float32)
+    out.append((tf.constant(strokes), tf.fill([b], t), tf.constant(images),
+                tf.zeros([b], tf.int32)))
+  return out
+
+
+def build(prec, like=None):
+  model = RPCLPix2SeqH(tiny_hps(prec), seed=3).build_all()
+  if like is not None:
+    for dst, src in zip(model.trainable_variables, like.trainable_variables):
+      assert dst.shape == src.shape
+      dst.assign(src)
+  return model
+
+
+@pytest.fixture(scope="module")
+def reference():
+  """The float32 model's initial weights and its losses on the batches."""
+  ref = build("float32")
+  init = build("float32", like=ref)   # an untouched copy to start others from
+  batches = make_batches(ref.hps, STEPS)
+  step = ref.compiled_train_step()
+  outs = [{k: v.numpy() for k, v in step(b).items()} for b in batches]
+  return init, batches, outs, ref
+
+
+@pytest.mark.parametrize("prec", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_losses_finite_and_close_to_float32(reference, prec):
+  init, batches, ref_outs, ref = reference
+  model = build(prec, like=init)
+  compute = prec.split("_")[1]
+  assert model.stroke_decoder.cell.compute_dtype == compute
+  assert model.encoder.compute_dtype == compute
+  assert all(v.dtype == "float32" for v in model.trainable_variables)
+  step = model.compiled_train_step()
+  for i, (batch, want) in enumerate(zip(batches, ref_outs)):
+    got = step(batch)
+    for key in ("total", "lil", "pen", "de", "gau", "ij"):
+      assert got[key].dtype == tf.float32, key
+      value = got[key].numpy()
+      assert np.isfinite(value), (prec, key)
+      rtol = RTOL_FIRST[prec] if i == 0 else RTOL_LATER
+      np.testing.assert_allclose(value, want[key], rtol=rtol, atol=1e-3,
+                                 err_msg=f"{prec} step {i} {key}")
+    assert not got["nonfinite"].numpy()
+  # The hierarchy is float64 and follows the float32 model's closely.
+  for mine, theirs in zip(model.hierarchy.state(), ref.hierarchy.state()):
+    assert mine.dtype == tf.float64
+    np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=0.05,
+                               atol=0.05)
+  assert int(model.global_step.numpy()) == STEPS
+  # The weights moved like the float32 model's (Adam's first steps are ~lr
+  # per element, so compare the overall change).
+  moved = [np.abs(a.numpy() - b.numpy()).mean() for a, b in
+           zip(model.trainable_variables, init.trainable_variables)]
+  moved_ref = [np.abs(a.numpy() - b.numpy()).mean() for a, b in
+               zip(ref.trainable_variables, init.trainable_variables)]
+  np.testing.assert_allclose(np.sum(moved), np.sum(moved_ref), rtol=0.1)
+
+
+def test_eval_step_float32_outputs():
+  model = build("mixed_bfloat16")
+  out = model.compiled_eval_step()(make_batches(model.hps, 1)[0])
+  for key, value in out.items():
+    assert value.dtype == tf.float32, key
+    assert np.isfinite(value.numpy()), key
+  m, s = model.encode(make_batches(model.hps, 1)[0][2])
+  assert m.dtype == tf.float32 and s.dtype == tf.float32
+
+
+def test_loss_scale_halves_on_overflow_and_grows():
+  scale = precision.DynamicLossScale(True, initial_scale=8.0, growth_steps=2)
+  assert float(scale.scale_loss(tf.constant(1.5))) == 12.0
+  grads = scale.unscale([tf.constant([8.0, 16.0], tf.float16), None])
+  np.testing.assert_array_equal(grads[0].numpy(), [1.0, 2.0])
+  assert grads[1] is None and grads[0].dtype == tf.float32
+  scale.update(tf.constant(False))
+  assert float(scale.scale) == 4.0 and int(scale.good_steps) == 0
+  scale.update(tf.constant(True))
+  assert float(scale.scale) == 4.0 and int(scale.good_steps) == 1
+  scale.update(tf.constant(True))
+  assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0
+  off = precision.DynamicLossScale(False)
+  assert float(off.scale_loss(tf.constant(1.5))) == 1.5
+  off.update(tf.constant(False))   # no-op
+
+
+def test_float16_overflow_skips_update_without_flagging(monkeypatch):
+  """A gradient overflow under loss scaling halves the scale and skips the
+  update; it is not reported as a non-finite (diverged) step."""
+  model = build("mixed_float16")
+  model.loss_scale.scale.assign(3e38)   # scaled loss overflows to inf
+  before = [v.numpy() for v in model.trainable_variables]
+  out = model.compiled_train_step()(make_batches(model.hps, 1)[0])
+  assert not out["nonfinite"].numpy()
+  assert int(model.global_step.numpy()) == 0
+  assert float(model.loss_scale.scale.numpy()) == pytest.approx(1.5e38)
+  for a, b in zip(before, model.trainable_variables):
+    np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_policy_scope_restores_global_policy():
+  import keras
+  before = keras.mixed_precision.global_policy().name
+  with precision.policy_scope("mixed_bfloat16"):
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  assert keras.mixed_precision.global_policy().name == before
+  with pytest.raises(ValueError):
+    with precision.policy_scope("float8"):
+      pass
