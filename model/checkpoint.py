@@ -49,11 +49,6 @@ def build_model(hps, seed=None):
   if hps.max_seq_len < 1:
     raise UserError("max_seq_len is not known yet (-1): load the data first "
                     "or give max_seq_len in --hparams")
-  if hps.precision != "float32":
-    # TODO(issue 11): keras mixed-precision policy for the networks (float32
-    # hierarchy and losses; LossScaleOptimizer for float16).
-    raise UserError(f"hparam precision={hps.precision!r} is not implemented "
-                    f"yet: use precision=float32")
   return RPCLPix2SeqH(hps, seed=seed).build_all()
 
 
