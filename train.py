@@ -351,7 +351,7 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
               best_valid_lil=loop.best, valid=loop.valid, test=loop.test,
               misses=loop.misses, nonfinite_skips=loop.skips,
               history=loop.history, checkpoint=state.latest, hps=hps,
-              steps_per_sec=loop.timed_steps / max(loop.train_time, 1e-9))
+              model=model, steps_per_sec=loop.timed_steps / max(loop.train_time, 1e-9))
 
 
 def hps_from_flags():
