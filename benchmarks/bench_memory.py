@@ -8,8 +8,8 @@ training sketches (plus 2,500 validation and 2,500 test sketches each, as
 QuickDraw) in the sketch-rnn format (object arrays of int16 (n, 3)) with their
 48x48 uint8 images -- to a temporary folder, then runs
 ``data.dataset.load_dataset`` on it in a fresh subprocess and reports that
-process's peak resident set size (``ru_maxrss``), next to the RSS of the same
-process before loading (Python + NumPy + the imports) and the size of the
+process's peak resident set size (VmHWM, reset at its start), next to the
+RSS of the same process before loading (Python + NumPy + the imports) and the size of the
 loaded arrays themselves.
 
 Sketch lengths follow a log-normal with median 50 points, clipped to [5, 250]
@@ -80,12 +80,27 @@ sys.path.insert(0, {root!r})
 import numpy as np
 from data.dataset import load_dataset
 from hparams import get_hparams
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+def peak_mb():
+  # VmHWM after resetting it (a forked child starts with its parent's
+  # high-water mark, which ru_maxrss keeps); ru_maxrss if /proc lacks it.
+  try:
+    with open("/proc/self/status") as f:
+      return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024.0
+  except (OSError, StopIteration):
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+try:
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")   # reset the peak RSS counter
+except OSError:
+  pass
+before = peak_mb()
 hps = get_hparams("paper", "categories=[{cats}],num_per_category={n}")
 start = time.perf_counter()
 data = load_dataset({folder!r}, hps)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+peak = peak_mb()
 nbytes = 0
 for sp in data.splits.values():
   nbytes += sp.images.nbytes + sp.labels.nbytes

@@ -104,26 +104,22 @@ def load_dataset(data_dir, hps):
   """
   check_data_dir(data_dir)
   n_keep = hps.num_per_category
-  parts = {split: ([], [], []) for split in S.SPLITS}
+  parts = {split: ([], []) for split in S.SPLITS}
+  lengths = []
   for label, cat in enumerate(hps.categories):
     path = stroke_path(data_dir, cat)
     if not os.path.isfile(path):
       raise UserError(f"category {cat!r}: stroke file {path!r} not found "
                       f"(available: {_available(data_dir)})")
     seqs = S.load_strokes_npz(path)
-    imgs = load_png_npz(png_path(data_dir, cat),
-                        {k: len(v) for k, v in seqs.items()}, hps.png_width, cat)
+    lengths.append({k: len(v) for k, v in seqs.items()})
     for split in S.SPLITS:
-      st, im, lb = parts[split]
+      st, lb = parts[split]
       st.extend(S.clean_strokes(seqs[split][:n_keep]))
-      im.append(imgs[split][:n_keep])
       lb.append(np.full(min(n_keep, len(seqs[split])), label, np.int32))
-
-  w = hps.png_width
-  splits = {}
-  for split, (st, im, lb) in parts.items():
-    splits[split] = Split(st, np.concatenate(im) if im else np.zeros((0, w, w), np.uint8),
-                          np.concatenate(lb))
+  images = _load_images(data_dir, hps, lengths)
+  splits = {split: Split(st, images[split], np.concatenate(lb))
+            for split, (st, lb) in parts.items()}
   max_seq_len = _resolve_max_len(splits, hps.max_seq_len)
   _check_batch(splits["train"], hps.batch_size, data_dir)
   scale = hps.scale_factor if hps.scale_factor > 0 else S.compute_scale_factor(
@@ -131,6 +127,25 @@ def load_dataset(data_dir, hps):
   for sp in splits.values():
     sp.strokes = S.apply_scale(sp.strokes, scale)
   return SketchData(splits, float(scale), int(max_seq_len), list(hps.categories))
+
+
+def _load_images(data_dir, hps, lengths):
+  """Every category's images, written straight into one preallocated uint8
+  array per split (no concatenation: peak memory is the images once plus one
+  category's file; issue 11, benchmarks/bench_memory.py)."""
+  w, n_keep = hps.png_width, hps.num_per_category
+  kept = [{k: min(n_keep, n) for k, n in lens.items()} for lens in lengths]
+  out = {split: np.empty((sum(k[split] for k in kept), w, w), np.uint8)
+         for split in S.SPLITS}
+  offset = dict.fromkeys(S.SPLITS, 0)
+  for cat, lens, keep in zip(hps.categories, lengths, kept):
+    imgs = load_png_npz(png_path(data_dir, cat), lens, w, cat)
+    for split in S.SPLITS:
+      out[split][offset[split]:offset[split] + keep[split]] = \
+          imgs[split][:keep[split]]
+      offset[split] += keep[split]
+    del imgs
+  return out
 
 
 def _resolve_max_len(splits, wanted):
