@@ -166,8 +166,8 @@ class RPCLPix2SeqH(keras.Model):
         opt.apply_gradients(zip(grads, variables))
       return tf.constant(True)
 
-    if replicated:
-      opt.learning_rate.assign(lr)
+    if replicated:   # unchanged on a skipped step, as on one device
+      opt.learning_rate.assign(tf.where(ok, lr, opt.learning_rate))
     tf.cond(ok, apply, lambda: tf.constant(False))
     if replicated:
       opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
