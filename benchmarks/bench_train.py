@@ -152,7 +152,10 @@ def conv_fwd_flops(hps, batch):
 
 # --- the timed parts ------------------------------------------------------------
 
-def time_sgemm(n=4096, reps=5):
+SGEMM_N = 4096
+
+
+def time_sgemm(n=SGEMM_N, reps=5):
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])
   fn = tf.function(tf.linalg.matmul)
@@ -316,6 +319,11 @@ def run_size(size, parts, reps, defer="auto", jit_body=False, seq_len=130,
     log(f"  [{size}] rows   {res['rows_gflops']:7.1f} GFLOP/s at (B,H)@(H,F) "
         f"= ({b},{hps.dec_rnn_size})@({hps.dec_rnn_size},{gate_width(hps)})")
   steps = {}
+  if "sgemm" in parts:   # again here, interleaved with the steps: same load
+    n = SGEMM_N
+    steps["sgemm"] = (tf.function(tf.linalg.matmul),
+                      (tf.random.normal([n, n]), tf.random.normal([n, n])))
+    flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
   model = configure(hps, defer, jit_body)
@@ -361,11 +369,11 @@ def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
                    jit_body, seq_len, jit_step, log)
     for key, value in out.items():
       res[f"{size}_{key}"] = value
-    if "sgemm" in parts:
+    if "sgemm" in parts:   # ratios to the sgemm rate measured alongside
       for name in ("lstm", "dec", "rec", "full", "rows"):
         if f"{size}_{name}_gflops" in res:
           res[f"{size}_{name}_vs_sgemm"] = \
-              res[f"{size}_{name}_gflops"] / res["sgemm_gflops"]
+              res[f"{size}_{name}_gflops"] / res[f"{size}_sgemm_gflops"]
   res["maxrss_mb"] = maxrss_mb()
   return res
 
@@ -383,7 +391,8 @@ def report(res):
                  f"K={g('K')} L={g('L')} {g('dec_model')} "
                  f"(defer_rec_grad={g('defer_rec_grad', '?')}, "
                  f"jit_body={g('jit_body', '?')})")
-    for name, what in (("rows", "recurrence matmul shapes only"),
+    for name, what in (("sgemm", "sgemm 4096^2, interleaved"),
+                       ("rows", "recurrence matmul shapes only"),
                        ("lstm", "keras.layers.LSTM train step"),
                        ("rec", "our recurrence alone (fwd+bwd)"),
                        ("dec", "our stroke decoder train step"),
