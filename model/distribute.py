@@ -154,9 +154,10 @@ def distributed_eval_step(model, strategy):
 
 
 def model_fingerprint(model, restored):
-  """[restored, step, sum of every variable] in float64 (to compare workers)."""
+  """[restored, step, sum of every weight and hierarchy variable] in float64
+  (to compare workers; the RNG counters are left out)."""
   total = sum(float(np.sum(np.asarray(v.numpy(), np.float64)))
-              for v in model.variables)
+              for v in model.variables if v.name != "seed_generator_state")
   return np.array([float(restored), float(model.global_step.numpy()), total])
 
 
