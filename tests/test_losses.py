@@ -172,7 +172,7 @@ def test_schedules_at_chosen_steps():
   assert [bool(losses.use_stroke_loss(s, hps)) for s in STEPS] == [
       True, False, True, False, True, True]
   np.testing.assert_allclose(losses.kl_weight(0), 0.001, rtol=1e-4)
-  small = get_hparams("small")          # warmup_steps=300
+  small = get_hparams("small", "warmup_steps=300")
   assert [bool(losses.use_stroke_loss(s, small)) for s in (299, 300, 301)] == [
       False, True, True]
 
