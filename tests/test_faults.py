@@ -9,9 +9,6 @@ import functools
 import http.server
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,50 +19,11 @@ import tensorflow as tf
 
 from hparams import CONFIG_NAME, get_hparams, load_config
 from tests.conftest import ROOT, TINY_CATS
-from tests.test_bad_inputs import run_in_process, samples
+from tests.cli_harness import Proc, big_category, run_in_process, samples, wait_for
 from utils.errors import UserError
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 HPARAMS = f"categories=[{','.join(TINY_CATS)}],num_mixture=2,dec_model=lstm"
 SAVE_EVERY = 2          # steps between validations / checkpoints in the kill trials
-
-
-def wait_for(cond, timeout=120.0, poll=0.002):
-  end = time.time() + timeout
-  while time.time() < end:
-    if cond():
-      return True
-    time.sleep(poll)
-  return False
-
-
-class Proc:
-  """A subprocess whose stderr lines are collected by a thread."""
-
-  def __init__(self, cmd, cwd=ROOT):
-    self.lines = []
-    self.p = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    self.reader = threading.Thread(target=self._read, daemon=True)
-    self.reader.start()
-
-  def _read(self):
-    for line in self.p.stderr:
-      self.lines.append(line.rstrip("\n"))
-
-  def seen(self, pattern):
-    return any(re.search(pattern, l) for l in list(self.lines))
-
-  def kill(self):
-    if self.p.poll() is None:
-      os.kill(self.p.pid, signal.SIGKILL)
-    self.p.wait()
-    self.reader.join(10)
-
-  def finish(self, timeout=300):
-    self.p.wait(timeout)
-    self.reader.join(10)
-    return self.p.returncode
 
 
 # --- kill -9 during training ------------------------------------------------------
@@ -115,7 +73,7 @@ def kill_trials(data_dir, root, stop):
   """3 runs killed at random moments; one record per run (checked, and the
   run resumed to its end, by test_kill9_...)."""
   rng = np.random.default_rng(10)
-  records, config = [], None
+  records = []
   # when to kill: after the run's first validation + U(0, 0.8) s (twice), and
   # while it is still starting (tracing, before any step).
   plans = [("validated", rng.uniform(0, 0.8)), ("validated", rng.uniform(0, 0.8)),
@@ -132,9 +90,8 @@ def kill_trials(data_dir, root, stop):
       alive = proc.p.poll() is None
     finally:
       proc.kill()
-    cfg = load_config(os.path.join(root, CONFIG_NAME), warn=False)
-    config = config or cfg
-    records.append(dict(lines=proc.lines, alive=alive, config=cfg,
+    records.append(dict(lines=proc.lines, alive=alive, config=load_config(
+                            os.path.join(root, CONFIG_NAME), warn=False),
                         checkpoints=checkpoints_readable(root),
                         latest=tf.train.latest_checkpoint(root)))
   return records
@@ -289,8 +246,9 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
   args = [f"--model_dir={model_dir}", f"--data_dir={data_dir}",
           "--num_per_category=2", "--conditional=False"]
   out, fresh = tmp_path / "out", tmp_path / "fresh"
-  code, _, err = run_in_process("sample.py", args + [f"--output_dir={out}"])
-  assert code == 0, err
+  samples()(str(tmp_path), None)          # a previous run's output (any files)
+  os.rename(tmp_path / "samples", out)
+  (out / "grid.png").write_bytes(b"previous grid")
   before = files(out)
   real_save, calls = svgwrite.Drawing.save, []
 
@@ -309,22 +267,6 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
   assert sorted(os.listdir(tmp_path)) == ["out"]           # no .tmp-* left
   with pytest.raises(UserError, match="not found"):
     visualization.load_samples(str(fresh))
-
-
-def big_category(folder, sizes=(3000, 300, 300), seed=0):
-  """<folder>/big.npz of random-walk sketches; returns the split lengths."""
-  rng = np.random.default_rng(seed)
-  splits = {}
-  for name, n in zip(("train", "valid", "test"), sizes):
-    arr = np.empty(n, dtype=object)
-    for i in range(n):
-      s = rng.integers(-15, 16, size=(int(rng.integers(10, 60)), 3)).astype(np.int16)
-      s[:, 2] = rng.random(len(s)) < 0.1
-      s[-1, 2] = 1
-      arr[i] = s
-    splits[name] = arr
-  np.savez(os.path.join(folder, "big.npz"), **splits)
-  return {k: len(v) for k, v in splits.items()}
 
 
 def test_seq2png_killed_mid_write_leaves_no_partial_file(tmp_path):
