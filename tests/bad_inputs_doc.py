@@ -27,7 +27,7 @@ INPUTS = {
     "png_missing": "`house_png.npz` deleted",
     "batch_larger_than_split": "batch_size 65 > 64 training sketches",
     "resume_nothing_to_resume": "an empty --log_root",
-    "resume_conflicting_preset": "a tiny run resumed with --preset=small",
+    "resume_conflicting_value": "a run with eta 0.05 resumed with eta=0.1",
     "resume_conflicting_hparams": "categories in another order",
     "log_root_holds_a_run": "a trained --log_root, no --resume/--overwrite",
     "log_root_under_a_file": "`afile` is a regular file",
@@ -85,6 +85,8 @@ ELSEWHERE = [
      "tests/test_quickdraw.py::test_cli_error_is_one_line_exit_2"),
 ]
 
+MAX_CHARS = 200   # longer messages (e.g. the list of known hparams) are cut
+
 HEADER = """# Bad inputs: what each command says
 
 Every row is one test of `tests/test_bad_inputs.py` (`pytest tests/test_bad_inputs.py
@@ -96,7 +98,7 @@ per split), `model` a tiny model trained on it, `dead_l` that model with level-l
 #1 pruned, and `mydata` / `mymodel` copies with the damage named in *input*.  URL is a
 local QuickDraw mirror.  "Simulated" full disks make every file write under the case
 folder fail with ENOSPC.  Cases marked (sub) also run as a real subprocess and must
-print the same line.
+print the same line.  Messages longer than 200 characters are cut here (…).
 
 This file is generated: `BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py`.
 
@@ -134,7 +136,9 @@ def command(cli, args):
   return " ".join(head + [shlex.quote(a.replace("{url}", "URL/")) for a in args])
 
 
-def _cell(text):
+def _cell(text, limit=None):
+  if limit and len(text) > limit:
+    text = text[:limit - 1] + "…"
   return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
 
@@ -147,6 +151,6 @@ def render(rows):
   for i, (name, cmd, line) in enumerate(rows, 1):
     sub = " (sub)" if BY_NAME[name]["sub"] else ""
     body.append(f"| {i} | {name}{sub} | {_cell(cmd)} | {INPUTS[name]} | "
-                f"{_cell(line)} |")
+                f"{_cell(line, MAX_CHARS)} |")
   elsewhere = "\n".join(f"| {a} | {_cell(b)} | {c} |" for a, b, c in ELSEWHERE)
   return HEADER + "\n".join(body) + "\n" + FOOTER.format(elsewhere=elsewhere)
