@@ -117,7 +117,7 @@ def full_disk(folder):
 
 def snapshot(folder):
   """{relative path: (size, mtime)} of the files under ``folder`` (symlinked
-  shared folders are not followed; they are checked once, see below)."""
+  shared folders are not followed: the caller checks those once)."""
   out = {}
   for path, _, files in os.walk(folder):
     for name in files:
@@ -305,3 +305,31 @@ class Proc:
       os.kill(self.p.pid, signal.SIGKILL)
     self.p.wait()
     self.reader.join(10)
+
+
+class Background:
+  """Runs ``fn(stop_event)`` in a thread (conftest's early_jobs): ``result()``
+  waits for it (re-raising its error), ``stop()`` asks it to end and waits."""
+
+  def __init__(self, fn):
+    self._stop, self._out = threading.Event(), {}
+
+    def work():
+      try:
+        self._out["value"] = fn(self._stop)
+      except BaseException as e:  # pylint: disable=broad-except
+        self._out["error"] = e
+
+    self._thread = threading.Thread(target=work, daemon=True)
+    self._thread.start()
+
+  def result(self, timeout=900):
+    self._thread.join(timeout)
+    assert not self._thread.is_alive(), "background job still running"
+    if "error" in self._out:
+      raise self._out["error"]
+    return self._out["value"]
+
+  def stop(self):
+    self._stop.set()
+    self._thread.join(600)

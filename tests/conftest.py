@@ -19,10 +19,40 @@ TINY_STEPS = 6   # trained by train.train(seed=0, save_every_steps=3, log_every=
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
+def tiny_data(tmp_path_factory):
+  """data.synthetic fish/house, TINY_SIZES sketches per split and category."""
+  from data.synthetic import generate
+  data_dir = str(tmp_path_factory.mktemp("tiny_data") / "data")
+  generate(data_dir, sizes=TINY_SIZES, categories=TINY_CATS, workers=1,
+           contact_sheet=False)
+  return data_dir
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  """Notes the collected test modules that have background work to start early."""
+  modules = {getattr(item, "module", None) for item in items}
+  session.early_modules = sorted((m for m in modules if hasattr(m, "start_early")),
+                                 key=lambda m: m.__name__)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_jobs(request, tiny_data, tmp_path_factory):
+  """{module name: handle} of ``module.start_early(tiny_data, tmp_path_factory)``
+  for every collected module that defines it: slow subprocess work (kill -9
+  trials, a reproducibility rerun) starts with the session and overlaps the
+  other tests on the second core.  Handles have ``stop()`` for the teardown."""
+  jobs = {m.__name__: m.start_early(tiny_data, tmp_path_factory)
+          for m in getattr(request.session, "early_modules", [])}
+  yield jobs
+  for job in jobs.values():
+    job.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, tmp_path_factory):
   """(data_dir, model_dir, dead_dir), built once per test session.
 
-  data_dir: data.synthetic fish/house, TINY_SIZES per category; model_dir: the
+  data_dir: tiny_data (data.synthetic fish/house, TINY_SIZES); model_dir: the
   tiny preset (num_mixture=2, K=4) trained TINY_STEPS steps by train.train
   (tb/ has every step's losses; test_reproducibility repeats it); dead_dir:
   the same model with level-k component #3 made dead (q(3|l) ~ 0).  Shared by
@@ -30,13 +60,10 @@ def tiny_model(tmp_path_factory):
   """
   import shutil
   import train
-  from data.synthetic import generate
   from hparams import CONFIG_NAME, get_hparams
   from model.checkpoint import CheckpointState, load_trained
   root = tmp_path_factory.mktemp("tiny_model")
-  data_dir = str(root / "data")
-  generate(data_dir, sizes=TINY_SIZES, categories=TINY_CATS, workers=1,
-           contact_sheet=False)
+  data_dir = tiny_data
   model_dir = str(root / "model")
   hps = get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2")
   train.train(hps, data_dir, model_dir, num_steps=TINY_STEPS, save_every_steps=3,

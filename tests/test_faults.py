@@ -2,8 +2,9 @@
 in the loss, interrupted sample / visualization / seq2png / download runs.
 
 The kill -9 trials of train.py are real subprocesses; they run in a
-background thread from the start of this module (two cores: the in-process
-tests run meanwhile) and are checked by the last test.
+background thread from the start of the test session (start_early, see
+tests/conftest.py: the other tests run meanwhile on the second core) and are
+checked by the last test.
 """
 import functools
 import http.server
@@ -19,7 +20,8 @@ import tensorflow as tf
 
 from hparams import CONFIG_NAME, get_hparams, load_config
 from tests.conftest import ROOT, TINY_CATS
-from tests.cli_harness import Proc, big_category, run_in_process, samples, wait_for
+from tests.cli_harness import (Background, Proc, big_category, run_in_process,
+                               samples, wait_for)
 from utils.errors import UserError
 
 HPARAMS = f"categories=[{','.join(TINY_CATS)}],num_mixture=2,dec_model=lstm"
@@ -85,7 +87,8 @@ def kill_trials(data_dir, root, stop):
                           *(["--resume_training"] if i else [])))
     pattern = r"valid lil" if event == "validated" else r"^training from step"
     try:
-      assert wait_for(lambda: proc.seen(pattern) or proc.p.poll() is not None, 240)
+      assert wait_for(lambda: proc.seen(pattern) or proc.p.poll() is not None
+                      or stop.is_set(), 240)
       time.sleep(delay)
       alive = proc.p.poll() is None
     finally:
@@ -97,23 +100,10 @@ def kill_trials(data_dir, root, stop):
   return records
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kill_chain(tiny_model, tmp_path_factory):
-  """Starts the kill -9 trials in the background as the module starts."""
+def start_early(data_dir, tmp_path_factory):
+  """The kill -9 trials, started with the session (tests/conftest.py)."""
   root = str(tmp_path_factory.mktemp("kill9") / "run")
-  stop, result = threading.Event(), {}
-
-  def work():
-    try:
-      result["records"] = kill_trials(tiny_model[0], root, stop)
-    except BaseException as e:  # pylint: disable=broad-except
-      result["error"] = e
-
-  thread = threading.Thread(target=work, daemon=True)
-  thread.start()
-  yield thread, result, root, tiny_model[0]
-  stop.set()
-  thread.join(600)
+  return Background(lambda stop: (kill_trials(data_dir, root, stop), root, data_dir))
 
 
 # --- NaN / inf in a batch and in the loss ------------------------------------------
@@ -190,17 +180,17 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
   monkeypatch.setattr(pipeline.BatchMaker, "batch", batch)
   poison_loss(monkeypatch, at_step=10, times=3)
   hps = get_hparams("tiny", HPARAMS)
-  out = train.train(hps, tiny_model[0], str(tmp_path), num_steps=16,
+  out = train.train(hps, tiny_model[0], str(tmp_path), num_steps=12,
                     save_every_steps=4)
   log = capsys.readouterr().err
-  assert out["step"] == 16 and out["stop_reason"] == "num_steps"
+  assert out["step"] == 12 and out["stop_reason"] == "num_steps"
   assert out["nonfinite_skips"] == 5 and sum(watched_steps) == 5
   assert log.count("non-finite loss or gradient, update skipped (1 in a row)") == 3
   assert "update skipped (3 in a row)" in log
   restored = re.findall(r"restored the last checkpoint \(step (\d+)\)", log)
   assert len(restored) == 1 and int(restored[0]) <= 8, log
   _, model = load_trained(str(tmp_path))
-  assert int(model.global_step.numpy()) == 16
+  assert int(model.global_step.numpy()) == 12
   assert not nonfinite_variables(model)
 
 
@@ -378,17 +368,14 @@ def test_download_killed_mid_transfer_resumes_and_completes(tmp_path):
   assert not part.exists()
 
 
-# --- the kill -9 trials (started in the background, see kill_chain) -----------------
+# --- the kill -9 trials (started in the background, see start_early) ----------------
 
-def test_kill9_at_random_moments_resume_every_time(kill_chain):
+def test_kill9_at_random_moments_resume_every_time(early_jobs):
   """Three kills (two after a validation at random delays, one during start-up)
   then a resume to the end: every resume starts at the latest checkpoint, which
   is never older than the last logged save; every listed checkpoint and the
   config read back complete; the final run finishes normally."""
-  thread, result, root, data_dir = kill_chain
-  thread.join(900)
-  assert "error" not in result, repr(result.get("error"))
-  records = result["records"]
+  records, root, data_dir = early_jobs[__name__].result()
   assert len(records) == 3
   # the last resume, in process (the killed runs 2 and 3 resumed by the CLI)
   last = records[-1]

@@ -14,11 +14,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.cli_harness import Background
 from tests.conftest import ROOT, TINY_CATS, TINY_STEPS
 
 SAMPLE_SEED = 11
@@ -61,24 +63,40 @@ def digest(arrays):
   return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def rerun(tiny_model, tmp_path_factory):
-  """The tiny model's training repeated by the train.py CLI in a subprocess:
-  (model_dir, batch digests, samples_dir)."""
+def start_early(data_dir, tmp_path_factory):
+  """The tiny model's training repeated by the train.py CLI in a subprocess,
+  started with the session (tests/conftest.py) -> (model_dir, batch digests,
+  samples_dir)."""
   root = tmp_path_factory.mktemp("repro")
   model_dir, record = str(root / "model"), str(root / "batches.json")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
              PYTHONHASHSEED="2", SAMPLE_SEED=str(SAMPLE_SEED))
   cmd = [sys.executable, "-c", DRIVER, record, f"--log_root={model_dir}",
-         f"--data_dir={tiny_model[0]}", "--preset=tiny",
+         f"--data_dir={data_dir}", "--preset=tiny",
          f"--hparams=categories=[{','.join(TINY_CATS)}],num_mixture=2",
          "--seed=0", f"--num_steps={TINY_STEPS}", "--save_every_steps=3",
          "--log_every=1"]
-  res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
-  with open(record) as f:
-    return model_dir, json.load(f), record + ".samples"
+
+  def run(stop):
+    err = []
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()))
+    reader.start()
+    while proc.poll() is None:
+      if stop.wait(0.05):
+        proc.kill()
+    reader.join()
+    assert proc.returncode == 0, err[0][-3000:]
+    with open(record) as f:
+      return model_dir, json.load(f), record + ".samples"
+
+  return Background(run)
+
+
+@pytest.fixture(scope="module")
+def rerun(early_jobs):
+  return early_jobs[__name__].result()
 
 
 def test_same_seed_same_losses_at_every_step(tiny_model, rerun):
