@@ -36,13 +36,14 @@ def pytest_collection_modifyitems(session, config, items):  # pylint: disable=un
 
 
 @pytest.fixture(scope="session", autouse=True)
-def early_jobs(request, tiny_data, tmp_path_factory):
+def early_jobs(request, tmp_path_factory):
   """{module name: handle} of ``module.start_early(tiny_data, tmp_path_factory)``
   for every collected module that defines it: slow subprocess work (kill -9
   trials, a reproducibility rerun) starts with the session and overlaps the
   other tests on the second core.  Handles have ``stop()`` for the teardown."""
-  jobs = {m.__name__: m.start_early(tiny_data, tmp_path_factory)
-          for m in getattr(request.session, "early_modules", [])}
+  modules = getattr(request.session, "early_modules", [])
+  data_dir = request.getfixturevalue("tiny_data") if modules else None
+  jobs = {m.__name__: m.start_early(data_dir, tmp_path_factory) for m in modules}
   yield jobs
   for job in jobs.values():
     job.stop()
