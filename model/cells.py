@@ -191,19 +191,27 @@ class _RecurrentCell(keras.layers.Layer):
                                training=training)
 
 
-class LSTMCell(_RecurrentCell):
-  """Vanilla LSTM (sketch-rnn LSTMCell); state [h, c]."""
+class _TwoStateCell(_RecurrentCell):
+  """An LSTM with state [h, c] and fused gate weights w_in (in, 4H), w_rec (H, 4H)."""
 
   @property
   def state_size(self):
     return [self.units, self.units]
 
-  def build(self, input_shape):
+  def _add_fused_weights(self, input_shape):
     n_in, units = int(input_shape[-1]), self.units
     self.w_in = self.add_weight(name="w_in", shape=(n_in, 4 * units),
                                 initializer="glorot_uniform")
     self.w_rec = self.add_weight(name="w_rec", shape=(units, 4 * units),
                                  initializer=block_orthogonal(units, 4))
+    return units
+
+
+class LSTMCell(_TwoStateCell):
+  """Vanilla LSTM (sketch-rnn LSTMCell); state [h, c]."""
+
+  def build(self, input_shape):
+    units = self._add_fused_weights(input_shape)
     self.bias = self.add_weight(name="bias", shape=(4 * units,),
                                 initializer="zeros")
 
@@ -219,19 +227,11 @@ class LSTMCell(_RecurrentCell):
     return new_h, [new_h, new_c]
 
 
-class LayerNormLSTMCell(_RecurrentCell):
+class LayerNormLSTMCell(_TwoStateCell):
   """Layer-norm LSTM (sketch-rnn LayerNormLSTMCell); state [h, c]."""
 
-  @property
-  def state_size(self):
-    return [self.units, self.units]
-
   def build(self, input_shape):
-    n_in, units = int(input_shape[-1]), self.units
-    self.w_in = self.add_weight(name="w_in", shape=(n_in, 4 * units),
-                                initializer="glorot_uniform")
-    self.w_rec = self.add_weight(name="w_rec", shape=(units, 4 * units),
-                                 initializer=block_orthogonal(units, 4))
+    units = self._add_fused_weights(input_shape)
     self.ln_gates_gamma = self.add_weight(name="ln_gates_gamma",
                                           shape=(4, units), initializer="ones")
     self.ln_gates_beta = self.add_weight(name="ln_gates_beta",
