@@ -186,6 +186,17 @@ class _RecurrentCell(keras.layers.Layer):
     hw = ops.matmul(states[0], self.w_rec)
     return self.step_from_hw(xw, hw, list(states), training=training, seed=seed)
 
+  def _add_layer_norm_weights(self, units):
+    """Gains/offsets of the layer norms on the 4 gates and on the cell state."""
+    self.ln_gates_gamma = self.add_weight(name="ln_gates_gamma",
+                                          shape=(4, units), initializer="ones")
+    self.ln_gates_beta = self.add_weight(name="ln_gates_beta",
+                                         shape=(4, units), initializer="zeros")
+    self.ln_c_gamma = self.add_weight(name="ln_c_gamma", shape=(units,),
+                                      initializer="ones")
+    self.ln_c_beta = self.add_weight(name="ln_c_beta", shape=(units,),
+                                     initializer="zeros")
+
   def call(self, inputs, states, training=None):
     return self.recurrent_step(self.project_inputs(inputs), list(states),
                                training=training)
@@ -232,14 +243,7 @@ class LayerNormLSTMCell(_TwoStateCell):
 
   def build(self, input_shape):
     units = self._add_fused_weights(input_shape)
-    self.ln_gates_gamma = self.add_weight(name="ln_gates_gamma",
-                                          shape=(4, units), initializer="ones")
-    self.ln_gates_beta = self.add_weight(name="ln_gates_beta",
-                                         shape=(4, units), initializer="zeros")
-    self.ln_c_gamma = self.add_weight(name="ln_c_gamma", shape=(units,),
-                                      initializer="ones")
-    self.ln_c_beta = self.add_weight(name="ln_c_beta", shape=(units,),
-                                     initializer="zeros")
+    self._add_layer_norm_weights(units)
 
   def step_from_hw(self, xw, hw, states, training=False, seed=None):
     h, c = states
@@ -284,14 +288,7 @@ class HyperLSTMCell(_RecurrentCell):
                                       (hyper_w, 4 * nh)]))
     self.bias = self.add_weight(name="bias", shape=(4, units),
                                 initializer="zeros")
-    self.ln_gates_gamma = self.add_weight(name="ln_gates_gamma",
-                                          shape=(4, units), initializer="ones")
-    self.ln_gates_beta = self.add_weight(name="ln_gates_beta",
-                                         shape=(4, units), initializer="zeros")
-    self.ln_c_gamma = self.add_weight(name="ln_c_gamma", shape=(units,),
-                                      initializer="ones")
-    self.ln_c_beta = self.add_weight(name="ln_c_beta", shape=(units,),
-                                     initializer="zeros")
+    self._add_layer_norm_weights(units)
     # The hyper layer-norm LSTM's own recurrent weights and norms.
     self.hyper_w_rec = self.add_weight(name="hyper_w_rec", shape=(nh, 4 * nh),
                                        initializer=block_orthogonal(nh, 4))
