@@ -274,8 +274,8 @@ def hierarchy_losses_step(hps, model, batch):
       z = m + tf.sqrt(s) * tf.random.normal([b, d])
       outs = model.hierarchy.update(z, m, s, step_var)
       h = model.hierarchy
-      gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.p_k)
-      ij = losses.ij_loss(outs.p_k, outs.p_l_given_yk, h.pi_l, h.q_kl)
+      gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.post_k)
+      ij = losses.ij_loss(outs.post_k, outs.p_l_given_yk, h.pi_l, h.q_kl)
       params = model.stroke_decoder.split_params(raw)
       lil = tf.reduce_mean(losses.mdn_loss(params, strokes[:, 1:], True))
       de = losses.image_l1_loss(images, x_hat)

@@ -47,7 +47,7 @@ DENOM_EPS = 1e-10
 
 HierarchyState = collections.namedtuple("HierarchyState", "mu sigma2 pi_l q_kl")
 HierarchyOutputs = collections.namedtuple(
-    "HierarchyOutputs", "p_k p_l p_l_given_yk label_k label_l")
+    "HierarchyOutputs", "post_k post_l p_l_given_yk label_k label_l")
 HierarchyConfig = collections.namedtuple(
     "HierarchyConfig",
     "eta gamma em_steps rpcl_every rpcl update_q anchors")
@@ -237,11 +237,11 @@ def posterior_l_given_yk(log_p_l_y, log_p_k_yl):
   return p
 
 
-def _outputs(r, p_l, p_l_yk):
+def _outputs(r, post_l, p_l_yk):
   """Step 6: posteriors and their argmax labels."""
-  return HierarchyOutputs(r, p_l, p_l_yk,
+  return HierarchyOutputs(r, post_l, p_l_yk,
                           tf.argmax(r, axis=1, output_type=tf.int32),
-                          tf.argmax(p_l, axis=1, output_type=tf.int32))
+                          tf.argmax(post_l, axis=1, output_type=tf.int32))
 
 
 def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
@@ -272,12 +272,12 @@ def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
   else:
     q_kl = state.q_kl
   # 5. level-l E-step with the new q, pi_l update, p(l|y,k).
-  p_l, log_p_l_y = level_l_estep(log_p_y_k, q_kl, state.pi_l)
-  pi_l = update_pi_l(state.pi_l, sg(rpcl_weights(p_l, is_rpcl, cfg.gamma)),
+  post_l, log_p_l_y = level_l_estep(log_p_y_k, q_kl, state.pi_l)
+  pi_l = update_pi_l(state.pi_l, sg(rpcl_weights(post_l, is_rpcl, cfg.gamma)),
                      cfg.eta, batch_sum)
   p_l_yk = posterior_l_given_yk(log_p_l_y, log_p_k_yl)
   # 6. outputs.
-  return HierarchyState(mu, sigma2, pi_l, q_kl), _outputs(r, p_l, p_l_yk)
+  return HierarchyState(mu, sigma2, pi_l, q_kl), _outputs(r, post_l, p_l_yk)
 
 
 def hierarchy_posteriors(state, y):
@@ -287,13 +287,13 @@ def hierarchy_posteriors(state, y):
   r, log_p_y_k = level_k_estep(y, state.mu, state.sigma2, log_pi_k)
   log_p_k_yl = posterior_k_given_yl(
       log_p_y_k, state.q_kl, level_l_likelihood(log_p_y_k, state.q_kl))
-  p_l, log_p_l_y = level_l_estep(log_p_y_k, state.q_kl, state.pi_l)
-  return _outputs(r, p_l, posterior_l_given_yk(log_p_l_y, log_p_k_yl))
+  post_l, log_p_l_y = level_l_estep(log_p_y_k, state.q_kl, state.pi_l)
+  return _outputs(r, post_l, posterior_l_given_yk(log_p_l_y, log_p_k_yl))
 
 
 def _as_f32(outputs):
-  return outputs._replace(p_k=tf.cast(outputs.p_k, tf.float32),
-                          p_l=tf.cast(outputs.p_l, tf.float32),
+  return outputs._replace(post_k=tf.cast(outputs.post_k, tf.float32),
+                          post_l=tf.cast(outputs.post_l, tf.float32),
                           p_l_given_yk=tf.cast(outputs.p_l_given_yk, tf.float32))
 
 

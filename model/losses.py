@@ -49,19 +49,19 @@ def gaussian_kl(m, s, mu, sigma2):
       + (s + tf.square(m - mu)) / sigma2, axis=-1)
 
 
-def gaussian_kl_loss(m, s, mu, sigma2, p_k, global_batch_size=None):
+def gaussian_kl_loss(m, s, mu, sigma2, post_k, global_batch_size=None):
   """gaussian_loss = (1/B) sum_b sum_k p(k|y_b) KL(N(m_b, s_b) || N(mu_k, sigma2_k))."""
-  per_example = tf.reduce_sum(_f32(p_k) * gaussian_kl(m, s, mu, sigma2), axis=1)
+  per_example = tf.reduce_sum(_f32(post_k) * gaussian_kl(m, s, mu, sigma2), axis=1)
   return batch_mean(per_example, global_batch_size)
 
 
-def ij_loss(p_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
+def ij_loss(post_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
   """Hierarchy KL (REFERENCE §4):
   (1/B) sum_b sum_{k,l} p(k|y_b) p(l|y_b,k) log[p(k|y_b) p(l|y_b,k) / (pi_l q(k|l))].
 
   0 log 0 = 0 (tf.math.xlogy), so the flat ablation's zero q(k|l) with zero
   p(l|y,k) contributes nothing.  pi_l and q_kl are stop-gradient constants."""
-  joint = _f32(p_k)[:, :, None] * _f32(p_l_given_yk)
+  joint = _f32(post_k)[:, :, None] * _f32(p_l_given_yk)
   prior = tf.stop_gradient(_f32(q_kl) * _f32(pi_l)[None, :])[None]
   per_example = tf.reduce_sum(tf.math.xlogy(joint, joint)
                               - tf.math.xlogy(joint, prior), axis=[1, 2])

@@ -132,8 +132,8 @@ class RPCLPix2SeqH(keras.Model):
   def _latent_losses(self, m, s, outs, gbs=None):
     """Gaussian and hierarchy KL (REFERENCE §4); GMM state as constants."""
     h = self.hierarchy
-    gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.p_k, gbs)
-    ij = losses.ij_loss(outs.p_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)
+    gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.post_k, gbs)
+    ij = losses.ij_loss(outs.post_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)
     return gau, ij
 
   def _code_noise(self, shape, replica):

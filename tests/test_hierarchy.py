@@ -247,13 +247,13 @@ def test_layer_init_update_posteriors_checkpoint(tmp_path):
   state0 = h1.state()
   out = h1.update(tf.constant(y, tf.float32), m.astype(np.float32),
                   s.astype(np.float32), tf.constant(5))
-  assert out.p_k.dtype == tf.float32 and out.label_k.dtype == tf.int32
+  assert out.post_k.dtype == tf.float32 and out.label_k.dtype == tf.int32
   y32 = y.astype(np.float32).astype(np.float64)   # the layer saw float32 input
   ref_state, ref_out = np_update(tuple(np.asarray(x) for x in state0), y32,
                                  m.astype(np.float32), s.astype(np.float32), False)
   for a, b in zip(h1.state(), ref_state):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
-  np.testing.assert_allclose(out.p_k, ref_out[0], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(out.post_k, ref_out[0], rtol=1e-5, atol=1e-7)
   # posteriors: no update; compiled update = eager update.
   before = [np.asarray(x) for x in h1.state()]
   post = h1.posteriors(y)
@@ -293,15 +293,15 @@ def test_ablations():
       yt = tf.constant(y, tf.float32)
       tape.watch(yt)
       o = flat.update(yt, m, s, tf.constant(step))
-      loss = tf.reduce_sum(o.p_k ** 2) + tf.reduce_sum(o.p_l_given_yk ** 2)
+      loss = tf.reduce_sum(o.post_k ** 2) + tf.reduce_sum(o.p_l_given_yk ** 2)
     assert np.all(np.isfinite(tape.gradient(loss, yt)))
     np.testing.assert_array_equal(flat.q_kl, np.eye(K))       # never updated
     np.testing.assert_allclose(flat.pi_k(), flat.pi_l, rtol=1e-12)
     np.testing.assert_allclose(o.p_l_given_yk, np.broadcast_to(np.eye(K), (B, K, K)))
     post = flat.posteriors(y)     # same prior pi_k = pi_l at both levels
-    np.testing.assert_allclose(post.p_k, post.p_l, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(post.post_k, post.post_l, rtol=1e-5, atol=1e-7)
     o = single.update(y, m, s, tf.constant(step))
-    np.testing.assert_allclose(o.p_k, 1.0)
+    np.testing.assert_allclose(o.post_k, 1.0)
     np.testing.assert_allclose(single.q_kl, [[1.0]])
     assert np.all(np.isfinite(single.mu)) and np.all(np.isfinite(single.sigma2))
   # EM-only follows the NumPy EM update on an RPCL-scheduled step.
@@ -334,9 +334,9 @@ def test_numerical_safety(case):
       yt = tf.constant(y, tf.float32)
       tape.watch(yt)
       o = h.update(yt, y, s, tf.constant(step))
-      loss = tf.reduce_sum(o.p_k * tf.range(6.0)) + tf.reduce_sum(o.p_l_given_yk ** 2)
+      loss = tf.reduce_sum(o.post_k * tf.range(6.0)) + tf.reduce_sum(o.p_l_given_yk ** 2)
     for t in list(o[:3]) + list(h.state()) + [tape.gradient(loss, yt)]:
       assert np.all(np.isfinite(t)), case
-    np.testing.assert_allclose(np.sum(o.p_k, 1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.sum(o.post_k, 1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.sum(o.p_l_given_yk, 2), 1.0, rtol=1e-5)
     assert np.all(np.asarray(h.sigma2) >= 1e-10) and np.all(np.asarray(h.sigma2) <= 1e10)

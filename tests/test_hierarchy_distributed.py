@@ -80,7 +80,7 @@ all_reduce = lambda nest: tf.distribute.get_replica_context().all_reduce("sum", 
 
 @tf.function
 def dstep(y, t):
-  fn = lambda y: dist.update(y, y, tf.fill(tf.shape(y), 1e-2), t, all_reduce).p_k
+  fn = lambda y: dist.update(y, y, tf.fill(tf.shape(y), 1e-2), t, all_reduce).post_k
   return strategy.run(fn, args=(y,))
 
 rng = np.random.RandomState(0)
@@ -89,7 +89,7 @@ for t in [0, 50, 102, 103, 105]:
   shard = lambda ctx: y[ctx.replica_id_in_sync_group * 16:][:16]
   p_k = dstep(strategy.experimental_distribute_values_from_function(shard),
               tf.constant(t))
-  ref = single.update(y, y, np.full_like(y, 1e-2), tf.constant(t)).p_k
+  ref = single.update(y, y, np.full_like(y, 1e-2), tf.constant(t)).post_k
   got = np.concatenate([x.numpy() for x in strategy.experimental_local_results(p_k)])
   assert np.allclose(got, ref, rtol=1e-6, atol=1e-7), t
   for var_d, var_s in zip(dist.weights, single.weights):
