@@ -50,7 +50,7 @@ HierarchyOutputs = collections.namedtuple(
     "HierarchyOutputs", "post_k post_l p_l_given_yk label_k label_l")
 HierarchyConfig = collections.namedtuple(
     "HierarchyConfig",
-    "eta gamma em_steps rpcl_every rpcl update_q anchors")
+    "eta gamma em_steps rpcl_every rpcl learn_q anchors")
 
 
 def identity_sum(nest):
@@ -68,7 +68,7 @@ def config_from_hps(hps):
   return HierarchyConfig(
       eta=float(hps.eta), gamma=float(hps.gamma), em_steps=int(hps.em_steps),
       rpcl_every=int(hps.rpcl_every), rpcl=bool(hps.rpcl),
-      update_q=hps.hierarchy == "two_level",
+      learn_q=hps.hierarchy == "two_level",
       anchors=tuple(l * block for l in range(num_l)))
 
 
@@ -266,7 +266,7 @@ def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
   log_p_k_yl = posterior_k_given_yl(
       log_p_y_k, state.q_kl, level_l_likelihood(log_p_y_k, state.q_kl))
   # 4. merge statistic and q(k|l).
-  if cfg.update_q:
+  if cfg.learn_q:
     c, anchor_mask = merge_statistic(log_p_k_yl, cfg.anchors, batch_sum)
     q_kl = update_q(state.q_kl, c, anchor_mask, is_rpcl, cfg.eta, cfg.gamma)
   else:

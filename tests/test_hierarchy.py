@@ -103,14 +103,14 @@ def np_p_l_given_yk(p_l, p_k_yl, p_k):
   return x / x.sum(2, keepdims=True)
 
 
-def np_update(state, y, m, s, rpcl, anchors=ANCHORS, update_q=True):
+def np_update(state, y, m, s, rpcl, anchors=ANCHORS, learn_q=True):
   mu, sigma2, pi_l, q = state
   pi_k = q @ pi_l
   r, _ = np_estep(y, mu, sigma2, pi_k)                                 # 1
   mu, sigma2, pi_p = np_mstep(np_weights(r, rpcl), m, s, mu, sigma2, pi_k)  # 2
   r, lg = np_estep(y, mu, sigma2, pi_p)                                # 3
   _, p_k_yl = np_level_l(lg, q)
-  if update_q:                                                         # 4
+  if learn_q:                                                          # 4
     q = np_update_q(q, np_merge(p_k_yl, anchors), anchors, rpcl)
   p_l = np_level_l_estep(lg, q, pi_l)                                  # 5
   pi_l = np_update_pi_l(pi_l, np_weights(p_l, rpcl))
@@ -134,7 +134,7 @@ def random_problem(seed=0, b=B):
 
 def cfg(**over):
   base = dict(eta=ETA, gamma=GAMMA, em_steps=100, rpcl_every=3, rpcl=True,
-              update_q=True, anchors=tuple(ANCHORS))
+              learn_q=True, anchors=tuple(ANCHORS))
   base.update(over)
   return H.HierarchyConfig(**base)
 
