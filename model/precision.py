@@ -70,7 +70,7 @@ class DynamicLossScale(tf.Module):
     inv = 1.0 / self.scale
     return [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
 
-  def nonfinite_flag(self, ok, total, grads, state):
+  def update_and_flag_nonfinite(self, ok, total, grads, state):
     """Updates the scale after a step; returns the step's ``nonfinite`` flag.
 
     ``ok``: the update is applied.  Without loss scaling the flag is ``not

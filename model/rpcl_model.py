@@ -210,8 +210,8 @@ class RPCLPix2SeqH(keras.Model):
            grads))
       ok = tf.logical_and(bad == 0,
                           all_finite(grads + list(self.hierarchy.state())))
-    nonfinite = self.loss_scale.nonfinite_flag(ok, total, grads,
-                                               self.hierarchy.state())
+    nonfinite = self.loss_scale.update_and_flag_nonfinite(
+        ok, total, grads, self.hierarchy.state())
     lr = losses.learning_rate(step, hps)
     self._apply_update(ok, grads, lr, replicated=replica is not None)
     # Commit the closed-form hierarchy update only when everything is finite.
