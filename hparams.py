@@ -15,6 +15,10 @@ from utils.io import atomic_write_text
 
 CONFIG_NAME = "model_config.json"
 CONFIG_VERSION = 1
+# Initial q(k|l) (model/hierarchy.py initial_state): "block" gives every one of
+# unit l's num_sub components the bonus K, "anchor" only its anchor (the first
+# of the block); with num_sub = 1 both are the release's 1 + K I.
+Q_INITS = ("block", "anchor")
 
 
 class HParamsError(UserError):
@@ -37,7 +41,8 @@ class HParams:
   decay_rate: float = 0.9999
   min_learning_rate: float = 0.00001
   grad_clip: float = 1.0              # per-element gradient clip
-  de_weight: float = 0.5              # weight of the image (deconv) loss
+  de_weight: float = 1.0              # weight of the image (deconv) loss; 1.0 is
+                                      # the release (its de_weight=0.5 is unused)
   use_recurrent_dropout: bool = True
   recurrent_dropout_prob: float = 0.90  # keep probability
   use_input_dropout: bool = False
@@ -70,6 +75,7 @@ class HParams:
   # --- ablations (issue 13) ---
   rpcl: bool = True                   # False: EM only, no rival penalisation
   hierarchy: str = "two_level"        # two_level | flat | single
+  q_init: str = "block"               # initial q(k|l) bonus: block | anchor
   # --- speed switches ---
   jit_compile: bool = False           # XLA-compile the train step
   precision: str = "float32"          # float32 | mixed_float16 | mixed_bfloat16
@@ -130,6 +136,7 @@ class HParams:
          "one of lstm, layer_norm, hyper")
     need(self.hierarchy in ("two_level", "flat", "single"), "hierarchy",
          "one of two_level, flat, single")
+    need(self.q_init in Q_INITS, "q_init", "one of " + ", ".join(Q_INITS))
     need(self.precision in ("float32", "mixed_float16", "mixed_bfloat16"),
          "precision", "one of float32, mixed_float16, mixed_bfloat16")
     need(self.png_width >= 16 and self.png_width % 16 == 0, "png_width",
@@ -161,10 +168,20 @@ class HParams:
     return self
 
 
-# Presets for a 2-core CPU.  Applied on top of the paper defaults, before the
-# user's --hparams string.  "paper" is the defaults unchanged.
+# The released TF1 code's 8 categories (its train.py defaults).
+RELEASE_CATEGORIES = ["bee", "bus", "car", "cat", "flower", "giraffe", "horse",
+                      "pig"]
+
+# Presets, applied on top of the paper defaults before the user's --hparams
+# string.  "paper" is the defaults unchanged (the paper README's list);
+# "release" is the released TF1 code's configuration: K = L = 16 (its
+# num_layer_j = num_layer_i = 16), q(k|l) = 1 + 16 I column-normalised,
+# batch 200, its 8 categories (every other default already matches it);
+# "small" and "tiny" are for a 2-core CPU.
 PRESETS = {
     "paper": {},
+    "release": dict(categories=list(RELEASE_CATEGORIES), batch_size=200,
+                    num_mixture=16, num_sub=1, q_init="anchor"),
     "small": dict(dec_rnn_size=256, z_size=32, batch_size=64,
                   hyper_num_units=64, hyper_embedding_size=16,
                   num_output_mixture=10, num_per_category=5000,
@@ -182,7 +199,9 @@ def get_hparams(preset="paper", overrides=""):
   if preset not in PRESETS:
     raise HParamsError(f"unknown preset {preset!r}: expected one of "
                        f"{', '.join(sorted(PRESETS))}")
-  return HParams().replace(**PRESETS[preset]).parse(overrides or "")
+  preset_values = {k: list(v) if isinstance(v, list) else v
+                   for k, v in PRESETS[preset].items()}   # no shared lists
+  return HParams().replace(**preset_values).parse(overrides or "")
 
 
 def _split_assignments(text):

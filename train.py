@@ -32,9 +32,10 @@ flags.DEFINE_boolean("resume_training", False,
                      "Continue from the latest checkpoint in --log_root.")
 flags.DEFINE_string("hparams", "",
                     "Overrides, e.g. 'categories=[bee,bus],num_mixture=4'.")
-flags.DEFINE_enum("preset", "paper", ["paper", "small", "tiny"],
+flags.DEFINE_enum("preset", "paper", ["paper", "release", "small", "tiny"],
                   "Hyper-parameter preset applied before --hparams: paper = the "
-                  "published defaults; small / tiny fit a CPU.")
+                  "paper README's defaults; release = the released TF1 code's "
+                  "(K = L = 16, batch 200, 8 categories); small / tiny fit a CPU.")
 flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, init, noise.")
 flags.DEFINE_integer("num_steps", None, "Overrides hps.num_steps.")
 flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs.")

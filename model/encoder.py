@@ -4,12 +4,14 @@ Image (B, w, w, 1) -> two dilated blocks (32, 64 ch) -> two stride-2 convs (128,
 256 ch) -> flatten -> mean m (D) and variance s = softplus(.) + 1e-10 (D).
 Works for any ``png_width`` that is a multiple of 16 (four halvings).
 
-Choices where the spec is silent:
-* Weights: Gaussian with std sqrt(2 / fan_in) ("xavier" in the reference's sense),
-  i.e. ``VarianceScaling(2.0, "fan_in", "untruncated_normal")``, for convs and heads.
-* Convolutions have no bias: each is followed by instance norm, whose learnable
-  offset makes a bias redundant.
-* Instance norm epsilon 1e-5 (keras GroupNormalization(groups=-1), see InstanceNorm).
+Weights follow the release's ``xavier_init``: a Gaussian with std
+sqrt(2 / size[0]), where size[0] is the weight's first dimension.  For a dense
+kernel (in, out) that is He-normal over fan_in (``he_normal_fan_in``); for a
+3x3 conv or deconv filter it is the kernel height, std sqrt(2/3) ~ 0.816
+whatever the channel count (``filter_height_normal``).
+Convolutions have no bias (as in the release): each is followed by instance
+norm, whose learnable offset plays that role.  Instance norm epsilon 1e-6, the
+release's (tf.contrib.layers.instance_norm).
 """
 import keras
 from keras import ops
@@ -17,13 +19,35 @@ from keras import ops
 VAR_EPSILON = 1e-10
 
 
-def xavier_initializer():
-  """Gaussian, std sqrt(2 / fan_in) (REFERENCE §2 weights)."""
+def he_normal_fan_in():
+  """Gaussian, std sqrt(2 / fan_in): the release's init of dense kernels."""
   return keras.initializers.VarianceScaling(
       scale=2.0, mode="fan_in", distribution="untruncated_normal")
 
 
-def InstanceNorm(epsilon=1e-5, name=None):
+class FilterHeightNormal(keras.initializers.RandomNormal):
+  """Gaussian with std sqrt(2 / shape[0]): the release's ``xavier_init``
+  applied to a conv or deconv filter (kh, kw, ., .), where shape[0] is the
+  kernel height, so every 3x3 filter gets std sqrt(2/3) whatever its channels.
+  Seeding as keras' RandomNormal (reproducible under keras.utils.set_random_seed)."""
+
+  def __init__(self, seed=None):
+    super().__init__(mean=0.0, stddev=1.0, seed=seed)
+
+  def __call__(self, shape, dtype=None):
+    self.stddev = (2.0 / float(shape[0])) ** 0.5
+    return super().__call__(shape, dtype=dtype)
+
+  def get_config(self):
+    return {"seed": self._init_seed}
+
+
+def filter_height_normal():
+  """The release's conv / deconv filter initialiser (FilterHeightNormal)."""
+  return FilterHeightNormal()
+
+
+def InstanceNorm(epsilon=1e-6, name=None):
   """Instance normalisation: per sample and channel over (H, W), then a learnable
   per-channel scale and offset (Ulyanov et al. 2016), REFERENCE §2.
 
@@ -39,7 +63,7 @@ def conv(filters, strides=1, dilation=1, name=None):
   """3x3 SAME convolution without bias (instance norm follows)."""
   return keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
                              dilation_rate=dilation, use_bias=False,
-                             kernel_initializer=xavier_initializer(), name=name)
+                             kernel_initializer=filter_height_normal(), name=name)
 
 
 class DilatedBlock(keras.layers.Layer):
@@ -77,9 +101,9 @@ class Encoder(keras.layers.Layer):
                   (conv(256, strides=2, name="conv4"), InstanceNorm(name="in4"))]
     self.flatten = keras.layers.Flatten()
     self.mean_head = keras.layers.Dense(hps.z_size, name="mean",
-                                        kernel_initializer=xavier_initializer())
+                                        kernel_initializer=he_normal_fan_in())
     self.var_head = keras.layers.Dense(hps.z_size, name="var",
-                                       kernel_initializer=xavier_initializer())
+                                       kernel_initializer=he_normal_fan_in())
 
   def call(self, images, training=False):
     x = images

@@ -21,9 +21,11 @@ Only the per-sample winners of steps 2 and 5 are local.
 
 Choices where the specification is silent (documented once here):
 - anchors: with K = L * num_sub, unit l owns components [l*num_sub,
-  (l+1)*num_sub) (all of them get the initial q(k|l) bonus); the merge anchor
-  a_l is the first of the block, l*num_sub.  The anchor is excluded from the
-  winner/rival selection of step 4 (its C is 0 by definition).
+  (l+1)*num_sub); the merge anchor a_l is the first of the block, l*num_sub.
+  ``q_init=block`` gives all of the block the initial q(k|l) bonus,
+  ``q_init=anchor`` only a_l (the release's 1 + K I, generalised to K > L: the
+  merge statistic then picks each unit's other components).  The anchor is
+  excluded from the winner/rival selection of step 4 (its C is 0 by definition).
 - weighted means divide by sum_b w_bk + 1e-10 * sign (as the reference release,
   which adds 1e-10); the sign keeps the RPCL case, where a component that is
   only a rival has a tiny negative sum, from dividing by ~0.  A component with
@@ -72,12 +74,14 @@ def config_from_hps(hps):
       anchors=tuple(l * block for l in range(num_l)))
 
 
-def initial_state(num_k, num_l, dim, seed, flat=False):
+def initial_state(num_k, num_l, dim, seed, flat=False, q_init="block"):
   """REFERENCE §3 initialisation, deterministic given ``seed``.
 
   mu_k ~ U(-1, 1); sigma2_k = 1; pi_l = 1/L; q(k|l) proportional to
-  1 + K [k is an anchor of l] per column (unit l anchors its num_sub = K/L
-  components); the flat ablation uses the identity."""
+  1 + K [k gets unit l's bonus] per column: ``q_init="block"``, the bonus
+  goes to all num_sub = K/L components of l's block; ``"anchor"``, to its
+  anchor l*num_sub only (with K = L both are the release's 1 + K I).  The
+  flat ablation uses the identity."""
   mu = tf.random.stateless_uniform([num_k, dim], seed=[int(seed), 0x5eed],
                                    minval=-1.0, maxval=1.0, dtype=F64)
   sigma2 = tf.ones([num_k, dim], F64)
@@ -85,7 +89,13 @@ def initial_state(num_k, num_l, dim, seed, flat=False):
   block = num_k // num_l
   owner = tf.range(num_k) // block
   own = tf.cast(tf.equal(owner[:, None], tf.range(num_l)[None, :]), F64)
-  q = own if flat else 1.0 + num_k * own
+  if q_init == "anchor":
+    bonus = tf.transpose(tf.one_hot(tf.range(num_l) * block, num_k, dtype=F64))
+  elif q_init == "block":
+    bonus = own
+  else:
+    raise ValueError(f"unknown q_init {q_init!r}")
+  q = own if flat else 1.0 + num_k * bonus
   return HierarchyState(mu, sigma2, pi_l, q / tf.reduce_sum(q, 0, keepdims=True))
 
 
@@ -312,7 +322,7 @@ class Hierarchy(keras.layers.Layer):
     self.num_k, self.num_l, self.dim = (hps.num_components, hps.num_units,
                                         hps.z_size)
     init = initial_state(self.num_k, self.num_l, self.dim, seed,
-                         flat=hps.hierarchy == "flat")
+                         flat=hps.hierarchy == "flat", q_init=hps.q_init)
     self.mu, self.sigma2, self.pi_l, self.q_kl = [
         self.add_weight(name=name, shape=tuple(value.shape), dtype="float64",
                         trainable=False, aggregation="only_first_replica",

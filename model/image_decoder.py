@@ -3,12 +3,13 @@
 z (B, D) -> Linear -> (w/16, w/16, 256) + ReLU -> four 3x3 stride-2 transposed
 convolutions (128, 64, 32, 1 channels), each with instance norm; ReLU after the
 first three, tanh after the last -> (B, w, w, 1) in [-1, 1].
-Same initialiser and bias choices as the encoder (model/encoder.py).
+Same initialisers and bias choices as the encoder (model/encoder.py): the
+dense kernel He-normal over fan_in, the filters std sqrt(2 / kernel height).
 """
 import keras
 from keras import ops
 
-from model.encoder import InstanceNorm, xavier_initializer
+from model.encoder import InstanceNorm, filter_height_normal, he_normal_fan_in
 
 
 class ImageDecoder(keras.layers.Layer):
@@ -19,11 +20,11 @@ class ImageDecoder(keras.layers.Layer):
     self.hps = hps
     self.side = hps.png_width // 16
     self.dense = keras.layers.Dense(self.side * self.side * 256, name="dense",
-                                    kernel_initializer=xavier_initializer())
+                                    kernel_initializer=he_normal_fan_in())
     self.deconvs = [
         (keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                       use_bias=False, name=f"deconv{k}",
-                                      kernel_initializer=xavier_initializer()),
+                                      kernel_initializer=filter_height_normal()),
          InstanceNorm(name=f"in{k}"))
         for k, filters in enumerate((128, 64, 32, 1), start=1)]
 

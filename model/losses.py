@@ -148,6 +148,8 @@ def use_stroke_loss(step, hps):
 def total_loss(gaussian, ij, lil, de, step, hps):
   """REFERENCE §4 total: kl_factor * kl_weight * (ij + gaussian) plus lil_loss on
   stroke steps (use_stroke_loss) or de_weight * de_loss on the others.
+  de_weight = 1 (the default) is the released code, which defines a
+  de_weight hparam (0.5) but adds de_loss unweighted.
 
   ``lil`` is the batch mean of mdn_loss; all arguments are scalars."""
   kl = hps.kl_factor * kl_weight(step) * (_f32(ij) + _f32(gaussian))

@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from model import cells, recurrence
+from model.encoder import he_normal_fan_in
 
 MixtureParams = collections.namedtuple(
     "MixtureParams",
@@ -67,11 +68,13 @@ class StrokeDecoder(keras.layers.Layer):
     self.hps = hps
     self.num_mix = hps.num_output_mixture
     self.cell = cells.make_cell(hps, dtype=kwargs.get("dtype"))
+    # Both dense layers as the release: kernel std sqrt(2 / fan_in), bias 0.
     self.init_dense = keras.layers.Dense(
         sum(self.cell.state_size), activation="tanh",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+        kernel_initializer=he_normal_fan_in(),
         name="init_state", dtype=kwargs.get("dtype"))
     self.out_dense = keras.layers.Dense(3 + 6 * self.num_mix, name="output",
+                                        kernel_initializer=he_normal_fan_in(),
                                         dtype=head_dtype(kwargs.get("dtype")))
     self.seed_generator = keras.random.SeedGenerator(seed)
     # Speed switches of recurrence.run_cell (issue 11; benchmarks/bench_train.py).

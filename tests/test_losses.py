@@ -183,5 +183,5 @@ def test_total_loss_alternation_in_tf_function():
   f = tf.function(lambda s: losses.total_loss(gau, ij, lil, de, s, hps))
   for step in STEPS:
     kl = 0.1 * (1 - 0.999 * 0.9999 ** step) * (gau + ij)
-    want = kl + (lil if step >= 1000 or step % 4 == 0 else 0.5 * de)
+    want = kl + (lil if step >= 1000 or step % 4 == 0 else de)   # de_weight 1
     np.testing.assert_allclose(f(tf.constant(step)), want, rtol=1e-5)

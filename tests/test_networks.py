@@ -10,7 +10,7 @@ from model.image_decoder import ImageDecoder
 from model.stroke_decoder import StrokeDecoder, split_params
 
 
-def np_instance_norm(x, scale, offset, eps=1e-5):
+def np_instance_norm(x, scale, offset, eps=1e-6):
   mean = x.mean((1, 2), keepdims=True)
   var = x.var((1, 2), keepdims=True)
   return (x - mean) / np.sqrt(var + eps) * scale + offset
