@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers (REFERENCE §8).
+"""Evaluation metrics of the papers (method.md §8).
 
   python evaluate.py --model_dir=DIR --data_dir=DIR [--samples_dir=outputs/samples]
                      [--output=DIR/evaluation.json]
@@ -117,7 +117,7 @@ def check_references(samples, test_images):
 
 
 def clustering_report(label_k, label_l, truths):
-  """{truth name: {"level_k": scores, "level_l": scores}} (REFERENCE §8)."""
+  """{truth name: {"level_k": scores, "level_l": scores}} (method.md §8)."""
   return {name: {"level_k": metrics.clustering_scores(label_k, truth),
                  "level_l": metrics.clustering_scores(label_l, truth)}
           for name, truth in truths.items()}

@@ -1,4 +1,4 @@
-"""All hyper-parameters of RPCL-pix2seqH in one place (REFERENCE §9).
+"""All hyper-parameters of RPCL-pix2seqH in one place (method.md §9).
 
 The defaults are the paper's.  ``--hparams`` strings use the original form
 ``categories=[bee,bus],dec_model=hyper,num_mixture=8``; presets for this
@@ -27,7 +27,7 @@ class HParamsError(UserError):
 
 @dataclasses.dataclass
 class HParams:
-  # --- the original public interface (REFERENCE §9) ---
+  # --- the original public interface (method.md §9) ---
   categories: List[str] = dataclasses.field(default_factory=lambda: ["bee", "bus"])
   num_steps: int = 1000001            # total steps (early stopping may end sooner)
   save_every: int = 1                 # epochs per validation / checkpoint

@@ -1,4 +1,4 @@
-"""Sketch synthesis from a trained RPCL-pix2seqH model (REFERENCE §6).
+"""Sketch synthesis from a trained RPCL-pix2seqH model (method.md §6).
 
   python sample.py --model_dir=DIR --output_dir=outputs/samples \\
       --num_per_category=10 --conditional=True

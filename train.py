@@ -1,4 +1,4 @@
-"""Trains RPCL-pix2seqH (REFERENCE §4-§5).
+"""Trains RPCL-pix2seqH (method.md §4-§5).
 
   python train.py --log_root=models/synth --data_dir=datasets/synthetic \\
       --preset=small --hparams="categories=[face,fish,flower,house,star],num_mixture=5"
@@ -197,7 +197,7 @@ class _Loop:
     return int(self.model.global_step.numpy())
 
   def validate(self):
-    """REFERENCE §5: improved -> save + test losses; else restore + miss."""
+    """method.md §5: improved -> save + test losses; else restore + miss."""
     hps, step = self.hps, self.step
     valid = self.validate_fn(self.model, "valid")
     crit = float(valid["lil"])

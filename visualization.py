@@ -1,4 +1,4 @@
-"""Visualise generated sketches and the learned hierarchy (REFERENCE §7).
+"""Visualise generated sketches and the learned hierarchy (method.md §7).
 
   python visualization.py [--input_dir=outputs/samples] [--output_dir=DIR]
 

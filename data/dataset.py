@@ -1,4 +1,4 @@
-"""Loads a multi-category sketch dataset: strokes, images and labels (REFERENCE §1).
+"""Loads a multi-category sketch dataset: strokes, images and labels (method.md §1).
 
 For each category ``<cat>.npz`` (stroke-3) and ``<cat>_png.npz`` (images,
 same keys/order/lengths) are read from ``data_dir``; the first

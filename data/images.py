@@ -1,4 +1,4 @@
-"""Image augmentation and pixel scaling (REFERENCE §1, training augmentation).
+"""Image augmentation and pixel scaling (method.md §1, training augmentation).
 
 Images are ``png_width x png_width`` uint8 grayscale, white (255) background.
 Augmentation works on the stored image (it is not re-rendered from the
@@ -70,7 +70,7 @@ def rotate_translate(img, angle, tx, ty):
 
 
 def _draw(hps, u):
-  """Maps uniforms ``u`` (..., 4) to (ratio, angle, tx, ty) per REFERENCE §1."""
+  """Maps uniforms ``u`` (..., 4) to (ratio, angle, tx, ty) per method.md §1."""
   a, t = hps.png_rotate_angle, hps.png_translate_dist
   ratio = hps.png_scale_ratio + (1.0 - hps.png_scale_ratio) * u[..., 0]
   return ratio, a * (2 * u[..., 1] - 1), t * (2 * u[..., 2] - 1), t * (2 * u[..., 3] - 1)
@@ -78,7 +78,7 @@ def _draw(hps, u):
 
 def augment_image(img_uint8, hps, rng):
   """Random rescale U(png_scale_ratio, 1), rotation U(-a, a) degrees and
-  translation U(-t, t) px with white fill (REFERENCE §1).  Returns uint8.
+  translation U(-t, t) px with white fill (method.md §1).  Returns uint8.
 
   Always draws four uniforms from ``rng`` (scale, angle, tx, ty), so the
   random stream does not depend on which augmentations are switched off.
@@ -100,5 +100,5 @@ def augment_images(imgs, hps, rng):
 
 
 def to_unit_range(img):
-  """Pixels v in [0, 255] -> v / 255 * 2 - 1 in [-1, 1], white = +1 (REFERENCE §1)."""
+  """Pixels v in [0, 255] -> v / 255 * 2 - 1 in [-1, 1], white = +1 (method.md §1)."""
   return np.asarray(img, np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)

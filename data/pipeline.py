@@ -121,7 +121,7 @@ def make_dataset(split, hps, max_seq_len, training, seed, shuffle=None,
 
 
 def semi_mask(labels, percent, balanced, rng):
-  """Which training examples count as labelled (REFERENCE §5) -> bool (N,).
+  """Which training examples count as labelled (method.md §5) -> bool (N,).
 
   ``balanced=False``: ``round(percent * N)`` examples chosen uniformly;
   ``balanced=True``: ``round(percent * N_c)`` chosen within every category c.

@@ -1,4 +1,4 @@
-"""Vectorised stroke-3 -> grayscale rasteriser (REFERENCE §1, "Image data").
+"""Vectorised stroke-3 -> grayscale rasteriser (method.md §1, "Images").
 
 Geometry of the reference (SVG + cairo): accumulate the offsets into absolute
 points, take their bounding box together with the origin, scale so the longer
@@ -90,7 +90,7 @@ def _to_pixels(seqs, width):
 
   Returns 1-D arrays (x, y float32 pixels, pen, owner = sketch index, last =
   last point of its sketch); sums are done in float64.  The bounding box (origin included), scale and
-  centring of REFERENCE §1 are computed for every sketch at once.
+  centring of method.md §1 are computed for every sketch at once.
   """
   lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
   data = np.concatenate(seqs).astype(np.float64)
@@ -266,7 +266,7 @@ def _render_job(job):
 
 
 def render_many(seqs, width=48, workers=2, chunk_callback=None):
-  """Many stroke-3 sketches -> uint8 (N, width, width) (REFERENCE §1).
+  """Many stroke-3 sketches -> uint8 (N, width, width) (method.md §1).
 
   Uses ``workers`` processes when there are at least _SERIAL_BELOW sketches,
   one otherwise.  ``chunk_callback(n)`` (e.g. a progress bar's update) is

@@ -5,7 +5,7 @@
 
 Each output has the keys train / valid / test with the same order and lengths
 as the stroke file, each a uint8 (N, png_width, png_width) array rendered by
-data.raster (REFERENCE §1 geometry: white background, black 1 px strokes).
+data.raster (method.md §1 geometry: white background, black 1 px strokes).
 The file is written atomically (temp file + rename); ``--out_dir`` defaults to
 ``--data_dir`` (use it when the stroke files sit in a read-only folder).
 """

@@ -1,4 +1,4 @@
-"""Stroke-3 data: loading, validation, cleaning and augmentation (REFERENCE §1).
+"""Stroke-3 data: loading, validation, cleaning and augmentation (method.md §1).
 
 A sketch is a float32 array ``(n, 3)`` of rows ``(dx, dy, pen_lifted)``:
 offsets from the previous point and 1 when the pen lifts after this point.
@@ -102,7 +102,7 @@ def _validate_split(raw, path, split):
 
 
 def clean_strokes(seqs, limit=CLAMP):
-  """Clamps every dx, dy to [-limit, limit] (REFERENCE §1); returns new arrays."""
+  """Clamps every dx, dy to [-limit, limit] (method.md §1); returns new arrays."""
   out = []
   for s in seqs:
     c = np.array(s, dtype=np.float32)
@@ -112,7 +112,7 @@ def clean_strokes(seqs, limit=CLAMP):
 
 
 def compute_scale_factor(train_seqs):
-  """Std of all dx and dy values of the training split (REFERENCE §1)."""
+  """Std of all dx and dy values of the training split (method.md §1)."""
   if not train_seqs:
     raise UserError("cannot compute the scale factor: the training split is empty")
   xy = np.concatenate([np.asarray(s)[:, :2] for s in train_seqs]).astype(np.float64)
@@ -133,7 +133,7 @@ def apply_scale(seqs, scale_factor):
 
 
 def to_stroke5(seqs, max_len):
-  """Stroke-3 list -> float32 ``(N, max_len+1, 5)`` batches (REFERENCE §1).
+  """Stroke-3 list -> float32 ``(N, max_len+1, 5)`` batches (method.md §1).
 
   Row 0 is S0 = (0,0,1,0,0); rows 1..n hold (dx, dy, 1-pen, pen, 0);
   the rest is (0,0,0,0,1) padding.
@@ -158,7 +158,7 @@ def to_stroke5(seqs, max_len):
 
 
 def random_scale(seq, r, rng):
-  """dx *= U(1-r, 1+r), dy *= U(1-r, 1+r), independently (REFERENCE §1)."""
+  """dx *= U(1-r, 1+r), dy *= U(1-r, 1+r), independently (method.md §1)."""
   sx, sy = rng.uniform(1.0 - r, 1.0 + r, size=2)
   out = np.array(seq, dtype=np.float32)
   out[:, 0] *= np.float32(sx)
@@ -167,7 +167,7 @@ def random_scale(seq, r, rng):
 
 
 def droppable_points(seq):
-  """Bool mask of the points that point dropping may remove (REFERENCE §1).
+  """Bool mask of the points that point dropping may remove (method.md §1).
 
   A point is eligible when it is pen-down (pen == 0) and at least the third
   in its run of consecutive pen-down points; the last row of the sketch is
@@ -208,7 +208,7 @@ def _merge_dropped(flat, drop):
 
 
 def drop_points(seq, p, rng):
-  """Point-dropping augmentation (REFERENCE §1).
+  """Point-dropping augmentation (method.md §1).
 
   Each eligible point (see ``droppable_points``) is, with probability ``p``,
   merged into the point after it: removed, its offset added to the next

@@ -5,7 +5,7 @@
 
 Writes, per category, ``<cat>.npz`` in the exact sketch-rnn format (keys
 train / valid / test, object arrays of int16 (n,3) stroke-3 sketches),
-``<cat>_png.npz`` (data.raster images, REFERENCE §1) and ``<cat>_styles.npz``
+``<cat>_png.npz`` (data.raster images, method.md §1) and ``<cat>_styles.npz``
 (int32 ground-truth style per sketch, same keys and order), plus
 ``contact_sheet.png`` (a few sketches of every category and style).
 

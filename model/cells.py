@@ -1,4 +1,4 @@
-"""Decoder RNN cells with fused gate matmuls (REFERENCE §2, "Stroke decoder").
+"""Decoder RNN cells with fused gate matmuls (method.md §2, "Stroke decoder").
 
 Three Keras 3 cells, written for speed (issue 11):
 
@@ -67,7 +67,7 @@ def glorot_uniform_for(fan_in, fan_out):
 
 
 def layer_norm(x, gamma, beta, epsilon=LN_EPSILON):
-  """Layer normalisation over the last axis (Ba et al. 2016), REFERENCE §2.
+  """Layer normalisation over the last axis (Ba et al. 2016), method.md §2.
 
   float16 / bfloat16 inputs (mixed precision) are normalised in float32 and
   the result cast back."""
@@ -93,7 +93,7 @@ def layer_norm_gates(pre, gamma, beta, num_gates=4):
 
 
 def lstm_update(gates, c, forget_bias, g_dropout=None):
-  """One LSTM update from fused gates [i|j|f|o] (REFERENCE §2).
+  """One LSTM update from fused gates [i|j|f|o] (method.md §2).
 
   Returns (new_c, o_gate).  ``g_dropout`` (optional) is applied to tanh(j): the
   recurrent dropout without memory loss of Semeniuta et al. 2016.
@@ -317,7 +317,7 @@ class HyperLSTMCell(_RecurrentCell):
                                   initializer="zeros")
 
   def hyper_factors(self, hyper_h):
-    """sketch-rnn's hyper_norm factors from the hyper output (REFERENCE §2).
+    """sketch-rnn's hyper_norm factors from the hyper output (method.md §2).
 
     Returns (alpha_x (B,4,H), alpha_h (B,4,H), beta_h (B,4,H)).
     """

@@ -1,4 +1,4 @@
-"""Building, checkpointing and loading RPCL-pix2seqH models (REFERENCE §5).
+"""Building, checkpointing and loading RPCL-pix2seqH models (method.md §5).
 
 * :func:`build_model` creates every variable eagerly (a dummy forward pass and
   the optimiser slots), so that a restore is immediate and complete.

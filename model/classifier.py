@@ -1,4 +1,4 @@
-"""Sketch-a-Net-style CNN classifier for the Rec metric (REFERENCE §8).
+"""Sketch-a-Net-style CNN classifier for the Rec metric (method.md §8).
 
 Rec = accuracy of a classifier trained on the training images of the
 model's categories, applied to the generated sketches.  The network follows

@@ -1,4 +1,4 @@
-"""The CNN encoder q(z|x) of RPCL-pix2seqH (REFERENCE §2, "Encoder").
+"""The CNN encoder q(z|x) of RPCL-pix2seqH (method.md §2, "Encoder").
 
 Image (B, w, w, 1) -> two dilated blocks (32, 64 ch) -> two stride-2 convs (128,
 256 ch) -> flatten -> mean m (D) and variance s = softplus(.) + 1e-10 (D).
@@ -49,7 +49,7 @@ def filter_height_normal():
 
 def InstanceNorm(epsilon=1e-6, name=None):
   """Instance normalisation: per sample and channel over (H, W), then a learnable
-  per-channel scale and offset (Ulyanov et al. 2016), REFERENCE §2.
+  per-channel scale and offset (Ulyanov et al. 2016), method.md §2.
 
   This is ``keras.layers.GroupNormalization(groups=-1)`` (one group per channel):
   jit-compatible, statistics in float32 under mixed precision, and as fast as a
@@ -68,7 +68,7 @@ def conv(filters, strides=1, dilation=1, name=None):
 
 class DilatedBlock(keras.layers.Layer):
   """Three parallel 3x3 convs (dilation 1, 2, 5) + IN, summed, ReLU, then a 3x3
-  stride-2 conv + IN + ReLU (REFERENCE §2)."""
+  stride-2 conv + IN + ReLU (method.md §2)."""
 
   def __init__(self, filters, **kwargs):
     super().__init__(**kwargs)
@@ -86,7 +86,7 @@ class DilatedBlock(keras.layers.Layer):
 
 
 def reparameterize(mean, var, eps):
-  """z = m + sqrt(s) * eps (REFERENCE §2, reparameterisation)."""
+  """z = m + sqrt(s) * eps (method.md §2, reparameterisation)."""
   return mean + ops.sqrt(var) * eps
 
 

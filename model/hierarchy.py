@@ -1,4 +1,4 @@
-"""The self-organising two-level latent hierarchy (REFERENCE §3).
+"""The self-organising two-level latent hierarchy (method.md §3).
 
 Level-k: K diagonal Gaussians N(mu_k, diag sigma2_k).  Level-l: L units with
 prior pi_l, each a mixture of level-k components with weights q(k|l) (columns
@@ -75,7 +75,7 @@ def config_from_hps(hps):
 
 
 def initial_state(num_k, num_l, dim, seed, flat=False, q_init="block"):
-  """REFERENCE §3 initialisation, deterministic given ``seed``.
+  """method.md §3 initialisation, deterministic given ``seed``.
 
   mu_k ~ U(-1, 1); sigma2_k = 1; pi_l = 1/L; q(k|l) proportional to
   1 + K [k gets unit l's bonus] per column: ``q_init="block"``, the bonus
@@ -132,12 +132,12 @@ def _safe_denominator(total):
 
 
 def pi_k_from(q_kl, pi_l):
-  """Level-k prior pi_k = sum_l q(k|l) pi_l (REFERENCE §3, parameters)."""
+  """Level-k prior pi_k = sum_l q(k|l) pi_l (method.md §3, parameters)."""
   return tf.linalg.matvec(q_kl, pi_l)
 
 
 def is_rpcl_step(step, cfg):
-  """REFERENCE §3 schedule: steps 0..em_steps are EM, afterwards every
+  """method.md §3 schedule: steps 0..em_steps are EM, afterwards every
   step % rpcl_every == 0 is RPCL; never RPCL when cfg.rpcl is False."""
   step = tf.cast(step, tf.int64)
   rpcl = tf.logical_and(step > cfg.em_steps,
@@ -255,7 +255,7 @@ def _outputs(r, post_l, p_l_yk):
 
 
 def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
-  """One closed-form update, REFERENCE §3 steps 1-6, in float64.
+  """One closed-form update, method.md §3 steps 1-6, in float64.
 
   ``y``: sampled codes (responsibilities); ``m``, ``s``: encoder means and
   variances (M-steps); all (B, D) float64.  Returns (new HierarchyState,
@@ -309,7 +309,7 @@ def _as_f32(outputs):
 
 class Hierarchy(keras.layers.Layer):
   """The hierarchy's state as non-trainable float64 variables (checkpointed
-  with the model) and its per-step update (REFERENCE §3).
+  with the model) and its per-step update (method.md §3).
 
   Variables: mu (K, D), sigma2 (K, D), pi_l (L,), q_kl (K, L).  Under
   tf.distribute every replica computes the same new state from the reduced

@@ -1,4 +1,4 @@
-"""The image decoder (deconvolution regulariser), REFERENCE §2.
+"""The image decoder (deconvolution regulariser), method.md §2.
 
 z (B, D) -> Linear -> (w/16, w/16, 256) + ReLU -> four 3x3 stride-2 transposed
 convolutions (128, 64, 32, 1 channels), each with instance norm; ReLU after the

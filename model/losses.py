@@ -1,4 +1,4 @@
-"""Losses, weights and schedules (REFERENCE §4).
+"""Losses, weights and schedules (method.md §4).
 
 All functions are TensorFlow ops, safe inside ``tf.function`` (``step`` may be
 a tensor) and computed in float32 whatever the inputs' dtype (the hierarchy's
@@ -20,7 +20,7 @@ import math
 import tensorflow as tf
 
 F32 = tf.float32
-MDN_EPS = 1e-6         # -log(sum_m pi_m N2 + 1e-6) (REFERENCE §4)
+MDN_EPS = 1e-6         # -log(sum_m pi_m N2 + 1e-6) (method.md §4)
 RHO_FLOOR = 1e-6       # floor of 1 - rho^2 (tanh saturates to +-1 in float32)
 
 
@@ -39,7 +39,7 @@ def batch_mean(per_example, global_batch_size=None):
 def gaussian_kl(m, s, mu, sigma2):
   """KL(N(m_b, diag s_b) || N(mu_k, diag sigma2_k)) for all b, k: (B, K).
 
-  0.5 sum_d [log sigma2 - 1 - log s + (s + (m - mu)^2) / sigma2] (REFERENCE §4);
+  0.5 sum_d [log sigma2 - 1 - log s + (s + (m - mu)^2) / sigma2] (method.md §4);
   mu, sigma2 are stop-gradient constants."""
   m, s = _f32(m)[:, None, :], _f32(s)[:, None, :]
   mu = tf.stop_gradient(_f32(mu))[None]
@@ -56,7 +56,7 @@ def gaussian_kl_loss(m, s, mu, sigma2, post_k, global_batch_size=None):
 
 
 def ij_loss(post_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
-  """Hierarchy KL (REFERENCE §4):
+  """Hierarchy KL (method.md §4):
   (1/B) sum_b sum_{k,l} p(k|y_b) p(l|y_b,k) log[p(k|y_b) p(l|y_b,k) / (pi_l q(k|l))].
 
   0 log 0 = 0 (tf.math.xlogy), so the flat ablation's zero q(k|l) with zero
@@ -70,7 +70,7 @@ def ij_loss(post_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
 
 def log_bivariate_normal(x, y, mu_x, mu_y, sigma_x, sigma_y, rho,
                          log_sigma_x=None, log_sigma_y=None):
-  """log N2((x, y) | mu, sigma, rho), element-wise (REFERENCE §4 lil_loss).
+  """log N2((x, y) | mu, sigma, rho), element-wise (method.md §4 lil_loss).
 
   1 - rho^2 is floored at 1e-6 (tanh saturates to +-1 in float32); the log
   sigmas are used when given (exact where exp(log sigma) would overflow)."""
@@ -84,7 +84,7 @@ def log_bivariate_normal(x, y, mu_x, mu_y, sigma_x, sigma_y, rho,
 
 
 def mdn_loss(params, target5, training):
-  """Stroke reconstruction loss per sequence, (B,) (REFERENCE §4 lil_loss).
+  """Stroke reconstruction loss per sequence, (B,) (method.md §4 lil_loss).
 
   params: any object with fields log_pi, mu_x, mu_y, sigma_x, sigma_y, rho
   (B, T, M), optionally log_sigma_x, log_sigma_y, and log_pen or pen_logits
@@ -117,14 +117,14 @@ def mdn_loss(params, target5, training):
 
 
 def image_l1_loss(x, x_hat, global_batch_size=None):
-  """de_loss = mean over the batch of sum over pixels |x - x_hat| (REFERENCE §4)."""
+  """de_loss = mean over the batch of sum over pixels |x - x_hat| (method.md §4)."""
   diff = tf.abs(_f32(x) - _f32(x_hat))
   per_example = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=1)
   return batch_mean(per_example, global_batch_size)
 
 
 def kl_weight(step):
-  """KL warm-up weight 1 - 0.999 * 0.9999^step (REFERENCE §4); computed in
+  """KL warm-up weight 1 - 0.999 * 0.9999^step (method.md §4); computed in
   float64 (1 - 0.999 loses digits in float32), returned as float32."""
   step = tf.cast(step, tf.float64)
   return _f32(1.0 - 0.999 * tf.pow(tf.constant(0.9999, tf.float64), step))
@@ -146,7 +146,7 @@ def use_stroke_loss(step, hps):
 
 
 def total_loss(gaussian, ij, lil, de, step, hps):
-  """REFERENCE §4 total: kl_factor * kl_weight * (ij + gaussian) plus lil_loss on
+  """method.md §4 total: kl_factor * kl_weight * (ij + gaussian) plus lil_loss on
   stroke steps (use_stroke_loss) or de_weight * de_loss on the others.
   de_weight = 1 (the default) is the released code, which defines a
   de_weight hparam (0.5) but adds de_loss unweighted.

@@ -1,6 +1,6 @@
 """RPCL-pix2seqH: networks + latent hierarchy + the train / eval steps.
 
-REFERENCE §2 (networks), §3 (hierarchy, closed-form and non-trainable) and §4
+method.md §2 (networks), §3 (hierarchy, closed-form and non-trainable) and §4
 (losses, schedules, optimiser).  ``train_step`` and ``eval_step`` are plain
 methods; callers compile them with :meth:`RPCLPix2SeqH.compiled_train_step` /
 :meth:`compiled_eval_step` (``tf.function``, fixed input signature,
@@ -50,7 +50,7 @@ def batch_signature(hps, batch_size=None):
 
 
 def clip_gradients(grads, clip):
-  """Each gradient element clipped to [-clip, clip] (REFERENCE §4)."""
+  """Each gradient element clipped to [-clip, clip] (method.md §4)."""
   return [tf.clip_by_value(g, -clip, clip) for g in grads]
 
 
@@ -63,7 +63,7 @@ def all_finite(tensors):
 
 def pen_loss(params, target5, training, global_batch_size=None):
   """The pen cross-entropy part of lil_loss, batch mean (for reporting):
-  all steps when training, non-padding steps otherwise (REFERENCE §4)."""
+  all steps when training, non-padding steps otherwise (method.md §4)."""
   target5 = tf.cast(target5, tf.float32)
   log_pen = tf.nn.log_softmax(tf.cast(params.pen_logits, tf.float32), axis=-1)
   nll = -tf.reduce_sum(target5[..., 2:5] * log_pen, axis=-1)
@@ -130,7 +130,7 @@ class RPCLPix2SeqH(keras.Model):
     return lil, pen, de
 
   def _latent_losses(self, m, s, outs, gbs=None):
-    """Gaussian and hierarchy KL (REFERENCE §4); GMM state as constants."""
+    """Gaussian and hierarchy KL (method.md §4); GMM state as constants."""
     h = self.hierarchy
     gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.post_k, gbs)
     ij = losses.ij_loss(outs.post_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)

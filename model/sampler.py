@@ -1,4 +1,4 @@
-"""Batched sketch synthesis and latent-code helpers (REFERENCE §6).
+"""Batched sketch synthesis and latent-code helpers (method.md §6).
 
 All sketches of a call are decoded together in one compiled ``tf.while_loop``
 (inside a ``tf.function``, optionally XLA-compiled): start from S0 with the
@@ -58,7 +58,7 @@ def _seed_u32(seed):
 
 
 # ---------------------------------------------------------------------------
-# Temperature and one decoding step (REFERENCE §6).
+# Temperature and one decoding step (method.md §6).
 
 def tempered_probs(log_p, temperature):
   """softmax(log p / tau): the §6 re-weighting of mixture and pen probabilities."""
@@ -171,7 +171,7 @@ def _compiled(decoder, greedy, max_len, jit_compile, z_size):
 
 def sample_strokes(decoder, z, max_len, temperature=0.24, greedy=False, seed=0,
                    sketch_ids=None, batch_size=None, jit_compile=False):
-  """Decodes every code of ``z`` (B, D) at once (REFERENCE §6).
+  """Decodes every code of ``z`` (B, D) at once (method.md §6).
 
   ``sketch_ids`` (B,) key the noise of each sketch (default 0..B-1): decoding
   sketch i alone with ``sketch_ids=[i]`` gives the same sketch as in a batch.
@@ -221,7 +221,7 @@ def to_stroke3(strokes5, lengths, scale_factor=1.0):
 
 
 # ---------------------------------------------------------------------------
-# Latent codes: controllable synthesis (REFERENCE §3, §6).
+# Latent codes: controllable synthesis (method.md §3, §6).
 
 def _np(v):
   return np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64)
@@ -277,7 +277,7 @@ def codes_from_level_l(hierarchy, l, n, seed=0):
 
 
 def analogy(z_a, z_b, z_c):
-  """The latent calculator: z_c + (z_b - z_a) (REFERENCE §6)."""
+  """The latent calculator: z_c + (z_b - z_a) (method.md §6)."""
   return (np.asarray(z_c, np.float32) + (np.asarray(z_b, np.float32)
                                          - np.asarray(z_a, np.float32)))
 

@@ -1,4 +1,4 @@
-"""The stroke decoder p(x|z) and its mixture-density head (REFERENCE §2).
+"""The stroke decoder p(x|z) and its mixture-density head (method.md §2).
 
 ``StrokeDecoder(hps)``: initial state tanh(Linear(z)) split into the cell's state
 parts; per-step input concat(stroke-5 row, z); the RNN cell of ``hps.dec_model``
@@ -24,7 +24,7 @@ MixtureParams = collections.namedtuple(
     "MixtureParams",
     ["pen_logits", "log_pi", "mu_x", "mu_y", "sigma_x", "sigma_y", "rho",
      "log_pen", "log_sigma_x", "log_sigma_y"])
-MixtureParams.__doc__ = """The decoder output split per REFERENCE §2.
+MixtureParams.__doc__ = """The decoder output split per method.md §2.
 
 pen_logits (..., 3) raw; log_pen its log-softmax; log_pi (..., M) log-softmax of
 the mixture weights; mu_x, mu_y; sigma_x = exp, sigma_y = exp (log_sigma_* their
@@ -32,7 +32,7 @@ logs, for a stable loss); rho = tanh."""
 
 
 def split_params(raw):
-  """Raw head output (..., 3 + 6M) -> MixtureParams (REFERENCE §2 order:
+  """Raw head output (..., 3 + 6M) -> MixtureParams (method.md §2 order:
   [pen(3) | pi | mu_x | mu_y | sigma_x | sigma_y | rho])."""
   num_mix = (raw.shape[-1] - 3) // 6
   pen_logits = raw[..., :3]
@@ -88,7 +88,7 @@ class StrokeDecoder(keras.layers.Layer):
     self.out_dense.build((None, self.hps.dec_rnn_size))
 
   def initial_state(self, z):
-    """tanh(Linear(z)) split into the cell's state parts (REFERENCE §2)."""
+    """tanh(Linear(z)) split into the cell's state parts (method.md §2)."""
     flat = self.init_dense(z)
     sizes = self.cell.state_size
     return list(ops.split(flat, [sum(sizes[:k + 1]) for k in range(len(sizes) - 1)],

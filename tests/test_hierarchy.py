@@ -1,4 +1,4 @@
-"""model/hierarchy.py against an independent NumPy implementation of REFERENCE §3;
+"""model/hierarchy.py against an independent NumPy implementation of method.md §3;
 the layer, the ablations and numerical safety.  The batch_sum (all-reduce)
 contract is in test_hierarchy_distributed.py, the toy pruning problem in
 test_hierarchy_pruning.py."""

@@ -1,4 +1,4 @@
-"""The paper's central claim on a toy problem (REFERENCE §3): RPCL drives
+"""The paper's central claim on a toy problem (method.md §3): RPCL drives
 surplus components out; EM alone does not prune as hard."""
 import numpy as np
 import tensorflow as tf

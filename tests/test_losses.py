@@ -1,4 +1,4 @@
-"""model/losses.py against NumPy / SciPy (REFERENCE §4)."""
+"""model/losses.py against NumPy / SciPy (method.md §4)."""
 import collections
 import math
 

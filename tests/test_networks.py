@@ -1,4 +1,4 @@
-"""Encoder, image decoder and stroke decoder (REFERENCE §2) against NumPy."""
+"""Encoder, image decoder and stroke decoder (method.md §2) against NumPy."""
 import numpy as np
 import keras
 import pytest

@@ -1,4 +1,4 @@
-"""data.raster against an independent exact render (REFERENCE §1 geometry)."""
+"""data.raster against an independent exact render (method.md §1 geometry)."""
 import os
 
 import numpy as np
@@ -14,7 +14,7 @@ SS = 16  # supersampling of the reference: SS x SS point samples per pixel
 def reference_render(stroke3, width=48):
   """Slow, independent render: exact union of the stroke shapes, point-sampled.
 
-  Geometry written from REFERENCE §1: absolute points, bounding box with the
+  Geometry written from method.md §1: absolute points, bounding box with the
   origin, longer side -> width - 3 px, shorter side centred.  Shapes: a 1 px
   wide rectangle (butt ends) per pen-down segment, a 1 px disc where two
   segments of one stroke meet.  Coverage = fraction of SS*SS samples inside.

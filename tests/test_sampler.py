@@ -2,7 +2,7 @@
 
 A tiny stand-in decoder (the StrokeDecoder interface: initial_state / step /
 split_params) lets the loop be checked against a NumPy re-implementation of
-REFERENCE §6 step by step; the real StrokeDecoder is tested at the tiny preset.
+method.md §6 step by step; the real StrokeDecoder is tested at the tiny preset.
 """
 import collections
 import types
@@ -43,7 +43,7 @@ class StandIn:
                   tf.tanh(rho), tf.nn.log_softmax(pen))
 
 
-# --- NumPy reference of REFERENCE §6 and of the counter RNG -----------------
+# --- NumPy reference of method.md §6 and of the counter RNG -----------------
 
 def np_fmix(h):
   h = h.astype(np.uint64)

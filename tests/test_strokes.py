@@ -1,4 +1,4 @@
-"""Stroke-3 loading, validation, stroke-5 conversion and augmentation (REFERENCE §1)."""
+"""Stroke-3 loading, validation, stroke-5 conversion and augmentation (method.md §1)."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers (REFERENCE §8), pure NumPy / scikit-learn.
+"""Evaluation metrics of the papers (method.md §8), pure NumPy / scikit-learn.
 
 - clustering of codes against ground-truth labels: :func:`purity`,
   :func:`nmi`, :func:`ari` (:func:`clustering_scores` gives all three);
@@ -39,7 +39,7 @@ def contingency(pred, true):
 
 
 def purity(pred, true):
-  """Purity (REFERENCE §8): sum over clusters of the largest true class, / N."""
+  """Purity (method.md §8): sum over clusters of the largest true class, / N."""
   table = contingency(pred, true)
   return float(table.max(axis=1).sum() / table.sum())
 
@@ -63,7 +63,7 @@ def clustering_scores(pred, true):
 
 
 def squared_distances(query, gallery):
-  """(Q, G) squared Euclidean distances, float64 (REFERENCE §8 ranking)."""
+  """(Q, G) squared Euclidean distances, float64 (method.md §8 ranking)."""
   q = np.asarray(query, np.float64)
   g = np.asarray(gallery, np.float64)
   d = (np.sum(q * q, 1)[:, None] + np.sum(g * g, 1)[None, :] - 2.0 * q @ g.T)
@@ -99,7 +99,7 @@ def retrieval_ranks(query, gallery, true_index, chunk=1024):
 
 
 def retrieval_at_k(query, gallery, true_index, ks=DEFAULT_KS):
-  """Ret@k (REFERENCE §8): {k: fraction of queries whose own item is in the top k}."""
+  """Ret@k (method.md §8): {k: fraction of queries whose own item is in the top k}."""
   ranks = retrieval_ranks(query, gallery, true_index)
   return {int(k): float(np.mean(ranks < k)) for k in ks}
 
@@ -110,7 +110,7 @@ def accuracy(pred, true):
 
 
 def live_mask(weights, threshold=None):
-  """Which mixture weights are alive (REFERENCE §3: dead ones decay toward 0).
+  """Which mixture weights are alive (method.md §3: dead ones decay toward 0).
 
   The default threshold is a tenth of the uniform share, 0.1 / len(weights):
   RPCL drives a loser's weight geometrically to the 1e-10 floor, far below it.

@@ -3,7 +3,7 @@
 Each live level-l unit is a node; its live level-k components hang from it on
 branches labelled with q(k|l) (branch width grows with q); each component
 box shows a few generated sketches carrying that level-k label.  Dead units
-and components (weight below the live threshold, REFERENCE §3) are omitted
+and components (weight below the live threshold, method.md §3) are omitted
 and counted in the title.  Unit / component colours match level_l.jpg /
 level_k.jpg; sketches are drawn in their category colour as in result.jpg.
 """
