@@ -72,7 +72,7 @@ class HParams:
   kl_factor: float = 0.1              # weight of (ij + gaussian) losses
   patience: int = 5                   # consecutive validation misses to stop
   scale_factor: float = 0.0           # 0: computed from the training split
-  # --- ablations (issue 13) ---
+  # --- ablations (experiments/real_data.py) ---
   rpcl: bool = True                   # False: EM only, no rival penalisation
   hierarchy: str = "two_level"        # two_level | flat | single
   q_init: str = "block"               # initial q(k|l) bonus: block | anchor

@@ -1,4 +1,4 @@
-"""Peak memory of loading a full-size data set (issue 11: must stay < 4 GB).
+"""Peak memory of loading a full-size data set (it must stay under 4 GB).
 
   python -m benchmarks.bench_memory [--categories 8] [--per_category 70000]
       [--keep_data DIR]

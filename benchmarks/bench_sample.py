@@ -1,4 +1,4 @@
-"""Batched sampler vs the reference's per-sketch, per-step loop (issue 7).
+"""Batched sampler vs the reference's per-sketch, per-step loop.
 
   python -m benchmarks.bench_sample [--num 1000] [--subset 20] [--max_len 100]
 

@@ -1,4 +1,4 @@
-"""Train-step speed against the machine's sgemm rate and Keras' own LSTM (issue 11).
+"""Train-step speed against the machine's sgemm rate and Keras' own LSTM.
 
   python -m benchmarks.bench_train [--sizes small,paper] [--reps 3]
       [--intra_op 0 --inter_op 0] [--defer_rec_grad auto|on|off] [--jit_body]

@@ -1,4 +1,4 @@
-"""Runs every benchmark and prints one markdown table (issue 11).
+"""Runs every benchmark and prints one markdown table.
 
   python -m benchmarks.run_all [--only train,memory] [--quick] [--no_write]
 

@@ -132,7 +132,7 @@ def load_dataset(data_dir, hps):
 def _load_images(data_dir, hps, lengths):
   """Every category's images, written straight into one preallocated uint8
   array per split (no concatenation: peak memory is the images once plus one
-  category's file; issue 11, benchmarks/bench_memory.py)."""
+  category's file; benchmarks/bench_memory.py)."""
   w, n_keep = hps.png_width, hps.num_per_category
   kept = [{k: min(n_keep, n) for k, n in lens.items()} for lens in lengths]
   out = {split: np.empty((sum(k[split] for k in kept), w, w), np.uint8)

@@ -1,4 +1,4 @@
-"""Real-data experiment and ablations of RPCL-pix2seqH (issue 13).
+"""Real-data experiment and ablations of RPCL-pix2seqH.
 
   python -m experiments.real_data --work_dir runs/real \\
       --data_dir ../shared/data --categories aaron_sheep,omniglot,kanji.rdp200 \\

@@ -1,4 +1,4 @@
-"""Tables, plots and small figure files for experiments/real_data.py (issue 13).
+"""Tables, plots and small figure files for experiments/real_data.py.
 
 - :func:`read_live_counts`: live level-k / level-l counts over training from
   train.py's TensorBoard event files (``train/num_live_k`` and

@@ -1,6 +1,6 @@
 """Decoder RNN cells with fused gate matmuls (method.md §2, "Stroke decoder").
 
-Three Keras 3 cells, written for speed (issue 11):
+Three Keras 3 cells, written for speed:
 
 * ``LSTMCell``          vanilla LSTM, block-orthogonal recurrent init, forget bias 1.
 * ``LayerNormLSTMCell`` the same with layer norm of each gate's pre-activation and

@@ -1,4 +1,4 @@
-"""Multi-device and multi-worker training with tf.distribute (issue 12).
+"""Multi-device and multi-worker training with tf.distribute.
 
 ``--strategy``: ``default`` (one device, the plain compiled step),
 ``mirrored`` (``tf.distribute.MirroredStrategy`` over the local GPUs, or the

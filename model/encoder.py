@@ -52,9 +52,8 @@ def InstanceNorm(epsilon=1e-6, name=None):
   per-channel scale and offset (Ulyanov et al. 2016), method.md §2.
 
   This is ``keras.layers.GroupNormalization(groups=-1)`` (one group per channel):
-  jit-compatible, statistics in float32 under mixed precision, and as fast as a
-  hand-written layer on this CPU (it folds scale and offset into one
-  multiply-add of the full tensor).
+  jit-compatible, statistics in float32 under mixed precision, and it folds
+  scale and offset into one multiply-add of the full tensor.
   """
   return keras.layers.GroupNormalization(groups=-1, epsilon=epsilon, name=name)
 

@@ -10,7 +10,7 @@ Everything below is a pure function of tensors, in float64, free of Python
 branches on tensor values (the EM/RPCL choice is a boolean tensor), so it runs
 inside ``tf.function`` and with ``jit_compile``.
 
-Distribution (issue 12): every sum over the batch dimension goes through
+Distribution: every sum over the batch dimension goes through
 ``batch_sum``, a callable mapping a nest of per-replica partial sums to the
 global sums (identity on one device; ``replica_context.all_reduce(SUM, .)``
 under tf.distribute).  The batch count used for means is reduced the same way,
@@ -64,7 +64,7 @@ def config_from_hps(hps):
   """HierarchyConfig (Python constants) from the hyper-parameters.
 
   ``hierarchy=flat``: L = K, q(k|l) the fixed identity (never updated);
-  ``single``: K = L = 1; ``rpcl=False``: EM on every step (issue 13)."""
+  ``single``: K = L = 1; ``rpcl=False``: EM on every step."""
   num_k, num_l = hps.num_components, hps.num_units
   block = num_k // num_l
   return HierarchyConfig(

@@ -1,4 +1,4 @@
-"""The mixed-precision switch ``hps.precision`` (issue 11).
+"""The mixed-precision switch ``hps.precision``.
 
 ``float32`` (default) | ``mixed_float16`` | ``mixed_bfloat16``: the networks
 (encoder, image decoder, stroke decoder cell) compute in float16 / bfloat16

@@ -1,4 +1,4 @@
-"""Running a decoder cell over a whole sequence, fast (issue 11).
+"""Running a decoder cell over a whole sequence, fast.
 
 ``run_cell(cell, xw, states, training)`` loops ``cell.step_from_hw`` over the
 projected inputs xw (B, T, F) with a ``tf.while_loop``; per step the only matmuls
@@ -12,8 +12,8 @@ instead of T small matmuls each followed by an (H, F) accumulator add inside the
 backward loop.  For LSTM / layer norm cells dL/d(hw_t) = dL/d(xw_t), which autodiff
 returns anyway; the HyperLSTM scales its x and h parts differently, so it gets a
 zero loop input e (T, B, F) added to hw whose gradient is dL/d(hw) (T*B*F floats
-twice).  On this (busy) 2-core CPU at H=512 it was no faster for LSTM and slower
-for the HyperLSTM, so it is off; it may pay at H=2048 (bigger accumulators).
+twice).  It is off: it was slower and used more memory wherever it was measured
+(benchmarks/README.md).
 Gradients are identical to the plain path (tests/test_cells.py).
 """
 import tensorflow as tf

@@ -12,7 +12,7 @@ step; when any is NaN/inf the optimiser update is skipped (``tf.cond``), the
 hierarchy variables are put back to their values before the step, the step
 counter does not advance, and the returned ``nonfinite`` flag is True.
 
-Under tf.distribute (issue 12, model/distribute.py) the same ``train_step``
+Under tf.distribute (model/distribute.py) the same ``train_step``
 runs on every replica with a ``replica`` helper: the losses are scaled by the
 global batch size, each replica's code noise is its rows of the global
 batch's draw, the hierarchy's batch sums, the losses, the gradients and the

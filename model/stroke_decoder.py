@@ -7,9 +7,8 @@ parts; per-step input concat(stroke-5 row, z); the RNN cell of ``hps.dec_model``
 Speed: the input-side gate projection of the whole sequence is computed before the
 recurrence, and it is split as ``strokes5 @ W[:5] + z @ W[5:]`` so the z part is one
 (B, D) matmul per sequence instead of T of them.  The recurrence is a tf.while_loop
-over the projected inputs (``recurrence.run_cell``): measured as fast as
-``keras.layers.RNN`` around the same cell (single-thread CPU time, H=512, B=128,
-T=130: 2.44 s vs 2.44 s per train step), and it gives stateless per-step dropout
+over the projected inputs (``recurrence.run_cell``), as fast as ``keras.layers.RNN``
+around the same cell (benchmarks/README.md); it gives stateless per-step dropout
 masks (jit-safe) and the deferred-gradient switch.
 """
 import collections
@@ -77,7 +76,7 @@ class StrokeDecoder(keras.layers.Layer):
                                         kernel_initializer=he_normal_fan_in(),
                                         dtype=head_dtype(kwargs.get("dtype")))
     self.seed_generator = keras.random.SeedGenerator(seed)
-    # Speed switches of recurrence.run_cell (issue 11; benchmarks/bench_train.py).
+    # Speed switches of recurrence.run_cell (benchmarks/bench_train.py).
     self.defer_rec_grad = False
     self.jit_body = False
 

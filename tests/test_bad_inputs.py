@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 10): one test per case, end to end through the
+"""The bad-input catalogue: one test per case, end to end through the
 real CLI entry points (train.py, sample.py, visualization.py, evaluate.py,
 data.synthetic, data.seq2png, data.quickdraw).
 

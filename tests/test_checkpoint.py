@@ -1,4 +1,4 @@
-"""Checkpoints and the one loading path (method.md §5, issues 6 and 10):
+"""Checkpoints and the one loading path (method.md §5):
 round trip of every variable, load_trained errors, kill -9 then resume."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""tf.distribute training (issue 12): N mirrored steps on 2 logical CPUs equal
+"""tf.distribute training: N mirrored steps on 2 logical CPUs equal
 N single-device steps on the same global batches (weights, Adam slots,
 hierarchy, losses); the NaN guard is global; a 2-worker
 MultiWorkerMirroredStrategy run on 127.0.0.1 writes one consistent

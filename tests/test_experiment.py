@@ -1,4 +1,4 @@
-"""experiments/real_data.py (issue 13): a smoke run at the tiny preset on a
+"""experiments/real_data.py: a smoke run at the tiny preset on a
 tiny slice of the real sketches (or of data.synthetic when ../shared/data is
 absent), two variants, a few steps; plus the pure report helpers and the
 CLI's refusal of bad input.

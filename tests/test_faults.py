@@ -1,4 +1,4 @@
-"""Faults survived (issue 10): kill -9 during training, NaN/inf in a batch and
+"""Faults survived: kill -9 during training, NaN/inf in a batch and
 in the loss, interrupted sample / visualization / seq2png / download runs.
 
 The kill -9 trials of train.py are real subprocesses; they run in a

@@ -1,4 +1,4 @@
-"""The batch_sum contract of model/hierarchy.py (issue 12): the update over
+"""The batch_sum contract of model/hierarchy.py: the update over
 replicas whose batch sums are all-reduced equals the single-device update on
 the global batch -- with simulated replicas (threads) and with a real
 MirroredStrategy on two logical CPUs."""

@@ -1,4 +1,4 @@
-"""Reproducibility on CPU (issue 10, docs/reproducibility.md): the same --seed
+"""Reproducibility on CPU (docs/reproducibility.md): the same --seed
 gives bit-identical data order, augmentation, per-step training losses, final
 weights and sampled sketches in two runs.
 

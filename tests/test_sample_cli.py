@@ -1,5 +1,5 @@
 """sample.py: outputs of every mode, determinism, atomic output folder, and the
-bad-input catalogue (exit 2, one line, nothing written) -- issues 7 and 10.
+bad-input catalogue (exit 2, one line, nothing written).
 
 The tiny model is the session's (tests/conftest.py: tiny_model, trained a few
 steps by train.train on a tiny data.synthetic dataset); most runs call sample.synthesize / sample.main in

@@ -1,4 +1,4 @@
-"""Training step and loop (method.md §4-§5, issue 6): loss decreases, warm-up
+"""Training step and loop (method.md §4-§5): loss decreases, warm-up
 alternation, NaN steps skipped, restore-on-miss and early stopping, resume."""
 import os
 
