@@ -1,7 +1,7 @@
 """Evaluation metrics of the papers (method.md §8).
 
   python evaluate.py --model_dir=DIR --data_dir=DIR [--samples_dir=outputs/samples]
-                     [--output=DIR/evaluation.json]
+                     [--output=SAMPLES_DIR/evaluation.json]
 
 - Rec: accuracy of a Sketch-a-Net-style classifier (trained once on the
   model's categories and cached in ``<model_dir>/classifier/``) on the
@@ -21,6 +21,7 @@ import numpy as np
 
 from utils import metrics
 from utils.errors import UserError, cli_main
+from utils import ownership
 from utils.io import atomic_write_text, check_writable
 from utils.progress import Progress
 
@@ -35,7 +36,7 @@ def define_flags():
   flags.DEFINE_string("samples_dir", "outputs/samples", "Folder with sample.py's "
                       "samples.npz (conditional samples); '' skips Rec and Ret.")
   flags.DEFINE_string("output", None, "JSON result (default "
-                      "<model_dir>/evaluation.json).")
+                      "<samples_dir>/evaluation.json).")
   flags.DEFINE_integer("classifier_epochs", 5, "Epochs of the Rec classifier.")
   flags.DEFINE_integer("classifier_per_category", 20000, "Training images per "
                        "category for the Rec classifier (0 = all).")
@@ -177,6 +178,18 @@ def _classifier_splits(data, per_category):
   return out
 
 
+def check_output(output, model_dir, data_dir):
+  """Refuses an --output inside the model or data folder (or recorded data
+  folder), a folder, a file this program's evaluate step did not write, or
+  an unwritable place."""
+  from model.checkpoint import recorded_data_dir  # pylint: disable=import-outside-toplevel
+  ownership.refuse_overlap("--output", output, [
+      ("--model_dir", model_dir), ("--data_dir", data_dir),
+      (f"the data folder recorded in {model_dir}", recorded_data_dir(model_dir))])
+  ownership.check_replaceable(output, "evaluate", "--output")
+  check_writable(output, "--output")
+
+
 def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
              classifier_epochs=5, classifier_per_category=20000,
              retrain_classifier=False, batch_size=256, seed=0, show_progress=True):
@@ -187,8 +200,10 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
   from model.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
   import visualization  # pylint: disable=import-outside-toplevel
 
-  output = output or os.path.join(model_dir, "evaluation.json")
-  check_writable(output, "--output")   # before minutes of work, not after
+  if not output and not samples_dir:
+    raise UserError("--output is required when --samples_dir is empty")
+  output = output or os.path.join(samples_dir, "evaluation.json")
+  check_output(output, model_dir, data_dir)   # before minutes of work
   hps, model = load_trained(model_dir)
   data = load_dataset(data_dir, hps)
   samples = visualization.load_samples(samples_dir) if samples_dir else None
@@ -228,7 +243,7 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
     result["classifier"] = {"test_accuracy": info["test_accuracy"],
                             "num_train": info["num_train"],
                             "epochs": info["epochs"], "cache": cache_dir}
-  atomic_write_text(output, json.dumps(result, indent=2) + "\n")
+  atomic_write_text(output, json.dumps(result, indent=2) + "\n", role="evaluate")
   result["output"] = output
   return result
 

@@ -279,7 +279,8 @@ def _convert(key, raw):
 def save_config(path, hps):
   """Writes ``hps`` as JSON (atomically) to ``path`` (usually model_config.json)."""
   payload = dict(hps.to_dict(), config_version=CONFIG_VERSION)
-  atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+  atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n",
+                    role="train")
 
 
 def load_config(path, warn=True):

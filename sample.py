@@ -13,14 +13,13 @@ model/sampler.py.  The output folder (per-sketch SVG + 48x48 PNG,
 samples.npz, grid.png) is built in a temporary folder and renamed into place.
 """
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from absl import app, flags
 
+from utils import ownership
 from utils.errors import UserError, cli_main
-from utils.io import check_writable, is_disk_error
+from utils.io import check_writable, publish_dir
 
 FLAGS = flags.FLAGS
 # Names like data_dir / output_dir / seed are also defined by the other CLIs;
@@ -59,8 +58,7 @@ flags.DEFINE_integer("max_len", 0,
 flags.DEFINE_boolean("overwrite", False,
                      "Replace an existing non-empty output_dir.", **_SHARED)
 
-CELL = 64              # grid cell size in pixels
-PER_ROW = 10           # grid cells per line
+GRID_NAME = "grid.png"  # further pages: grid-2.png, grid-3.png, ...
 SVG_SIZE = 256
 
 
@@ -79,15 +77,23 @@ def parse_indices(text, count, flag):
   return values
 
 
-def check_output_dir(path, overwrite):
-  """Refuses a file, a non-empty folder without --overwrite, or no write access."""
-  path = os.path.abspath(path)
-  if os.path.exists(path):
-    if not os.path.isdir(path):
+def check_output_dir(path, overwrite, model_dir, data_dir=None):
+  """Refuses an output folder that overlaps the model or data folder (given
+  or recorded in the model's train_info.json), a file, a non-empty folder
+  without --overwrite, a folder holding files this program did not write, or
+  no write access -- all before anything is loaded or written."""
+  from model.checkpoint import recorded_data_dir
+  ownership.refuse_overlap("--output_dir", path, [
+      ("--model_dir", model_dir), ("--data_dir", data_dir),
+      (f"the data folder recorded in {model_dir}",
+       recorded_data_dir(model_dir) if model_dir else None)])
+  if os.path.lexists(path):
+    if os.path.islink(path) or not os.path.isdir(path):
       raise UserError(f"--output_dir={path!r} is a file, expected a folder")
     if os.listdir(path) and not overwrite:
       raise UserError(f"--output_dir={path!r} is not empty (a previous run?): "
                       f"pass --overwrite to replace it or choose another folder")
+    ownership.check_replaceable_dir(path, ownership.SAMPLE_ROLES, "--output_dir")
   check_writable(path, "--output_dir")
 
 
@@ -230,44 +236,22 @@ def write_svg(path, stroke3, rgb, size=SVG_SIZE):
   dwg.save()
 
 
-def grid_image(rows, label_width=150):
-  """rows: [(label, [(gray uint8 (w, w), rgb) or None])] -> PIL image.
-
-  Long rows wrap after PER_ROW cells (the label stays on the first line)."""
-  from utils.drawing import font, new_canvas, thumbnail
-  lines = []
-  for label, cells in rows:
-    for i in range(0, max(1, len(cells)), PER_ROW):
-      lines.append((label if i == 0 else "", cells[i:i + PER_ROW]))
-  img, draw = new_canvas(label_width + PER_ROW * (CELL + 4) + 4,
-                         len(lines) * (CELL + 4) + 4)
-  fnt = font(13)
-  for r, (label, cells) in enumerate(lines):
-    y = 4 + r * (CELL + 4)
-    draw.text((6, y + CELL // 2), label, fill="black", font=fnt, anchor="lm")
-    for c, cell in enumerate(cells):
-      if cell is not None:
-        x = label_width + c * (CELL + 4)
-        img.paste(thumbnail(cell[0], CELL, cell[1]), (x, y))
-        draw.rectangle([x - 1, y - 1, x + CELL, y + CELL], outline=(200, 200, 200))
-  return img
+REF_GRAY = (110, 110, 110)   # references are drawn grey, syntheses in colour
 
 
 def grid_rows(codes, images, colours, label_l, categories):
-  """The grid's rows for each mode (references beside syntheses if any)."""
-  gray, mode = (110, 110, 110), codes["mode"]
-  syn = lambda i: (images[i], colours[i])
+  """The grid's blocks [(label, items)] for each mode; an item is a tuple of
+  (gray image, rgb) tiles: (reference, synthesis) pairs where there are
+  references, single syntheses otherwise."""
+  mode = codes["mode"]
+  syn = lambda i: ((images[i], colours[i]),)
   if codes.get("pairs"):
-    rows = []
-    for name, ids in codes["rows"]:
-      cells = []
-      for i in ids:
-        cells += [(codes["ref_images"][i], gray), syn(i)]
-      rows.append((f"{name} (ref | syn)", cells))
-    return rows
+    return [(f"{name}: reference | synthesis ({len(ids)})",
+             [((codes["ref_images"][i], REF_GRAY),) + syn(i) for i in ids])
+            for name, ids in codes["rows"]]
   if mode in ("analogy", "interpolate"):
     names = "ABC" if mode == "analogy" else "AB"
-    refs = [(f"{n} = test #{i}", [(t, gray)]) for n, i, t in
+    refs = [(f"{n} = test #{i}", [((t, REF_GRAY),)]) for n, i, t in
             zip(names, codes["refs"], codes["ref_thumbs"])]
     what = "C + (B - A)" if mode == "analogy" else "A -> B"
     return refs + [(what, [syn(i) for i in range(len(images))])]
@@ -277,32 +261,46 @@ def grid_rows(codes, images, colours, label_l, categories):
           for l in np.unique(label_l)]
 
 
+GRID_TITLES = {
+    "conditional": "Conditional synthesis: test references (grey) beside "
+                   "their syntheses",
+    "unconditional": "z ~ N(0, I), grouped by level-l label",
+    "level_k": "Codes drawn from one level-k Gaussian",
+    "level_l": "Codes drawn from one level-l unit, by the component k drawn",
+    "analogy": "Latent analogy C + (B - A) of test sketches (grey)",
+    "interpolate": "Interpolation between test sketches A and B (grey)",
+}
+
+
+def grid_legend(codes, label_l, categories, temperature, greedy):
+  """(title, swatches, swatch title) of the grid's legend: the syntheses'
+  colours are their category (conditional) or their level-l label."""
+  how = "greedy" if greedy else f"temperature {temperature:g}"
+  title = f"{GRID_TITLES[codes['mode']]}; {how}"
+  from utils.drawing import palette
+  if codes["mode"] == "conditional":
+    used = sorted(set(np.asarray(codes["category"]).tolist()))
+    pal = palette(len(categories))
+    return title, [(categories[c], pal[c]) for c in used], "colour = category:"
+  used = sorted(set(np.asarray(label_l).tolist()))
+  pal = palette(max(used) + 1 if used else 1)
+  return (title, [(f"#{l}", pal[l]) for l in used],
+          "colour = level-l label of the code:")
+
+
+def write_grid(folder, blocks, legend):
+  """grid.png (and grid-2.png, ... when one page of utils/contact_sheet.py's
+  MAX_SIDE px does not hold every sketch); returns the file names."""
+  from utils.contact_sheet import page_name, render_pages
+  title, entries, entries_title = legend
+  pages = render_pages(blocks, title, entries, entries_title)
+  names = [page_name(GRID_NAME, i) for i in range(len(pages))]
+  for page, name in zip(pages, names):
+    page.save(os.path.join(folder, name))
+  return names
+
+
 # --- the whole run ------------------------------------------------------------
-
-def publish_dir(output_dir, fill):
-  """Calls fill(tmp) on a fresh folder next to output_dir, then renames it to
-  output_dir (replacing an old one): readers never see a mixed folder."""
-  output_dir = os.path.abspath(output_dir)
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  base = os.path.basename(output_dir)
-  tmp = tempfile.mkdtemp(prefix=f".tmp-{base}-", dir=parent)
-  try:
-    fill(tmp)
-    if os.path.exists(output_dir):
-      old = tmp + ".old"
-      os.rename(output_dir, old)
-      os.rename(tmp, output_dir)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, output_dir)
-  except BaseException as e:
-    shutil.rmtree(tmp, ignore_errors=True)
-    if is_disk_error(e):   # full disk, quota, read-only: one line, no traceback
-      raise UserError(f"cannot write --output_dir={output_dir!r}: "
-                      f"{e.strerror}") from None
-    raise
-
 
 def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
                num_per_category=10, conditional=True, temperature=0.24,
@@ -314,10 +312,10 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
   check_args(num_per_category, temperature, greedy, steps, max_len,
              dict(level_k=level_k, level_l=level_l, analogy=analogy,
                   interpolate=interpolate))
-  check_output_dir(output_dir, overwrite)
+  check_output_dir(output_dir, overwrite, model_dir, data_dir)
   from data.raster import render_many
   from model import sampler
-  from model.checkpoint import load_trained
+  from model.checkpoint import load_trained, recorded_data_dir
   from utils.drawing import palette
   hps, model = load_trained(model_dir)
   codes = build_codes(model, hps, model_dir, data_dir, a)
@@ -347,7 +345,11 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
       scale_factor=np.float32(scale),
       pi_l=np.asarray(model.hierarchy.pi_l.numpy(), np.float32),
       pi_k=np.asarray(model.hierarchy.pi_k().numpy(), np.float32),
-      q_kl=np.asarray(model.hierarchy.q_kl.numpy(), np.float32))
+      q_kl=np.asarray(model.hierarchy.q_kl.numpy(), np.float32),
+      # where the inputs live, so later commands never write into them
+      model_dir=np.str_(os.path.abspath(model_dir)),
+      data_dir=np.str_(os.path.abspath(data_dir or recorded_data_dir(model_dir)
+                                       or "")))
   codes["ref_images"] = ref_images
 
   def fill(folder):
@@ -358,11 +360,13 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
     for i in range(n):
       write_svg(os.path.join(folder, "svg", f"{i:05d}.svg"), seqs[i], colours[i])
       Image.fromarray(images[i], "L").save(os.path.join(folder, "png", f"{i:05d}.png"))
-    rows = grid_rows(codes, images, colours, label_l, hps.categories)
-    grid_image(rows).save(os.path.join(folder, "grid.png"))
-    atomic_savez(os.path.join(folder, "samples.npz"), **arrays)  # last: complete
+    write_grid(folder, grid_rows(codes, images, colours, label_l,
+                                 hps.categories),
+               grid_legend(codes, label_l, hps.categories, temperature, greedy))
+    atomic_savez(os.path.join(folder, "samples.npz"), role="sample",
+                 **arrays)  # last: complete
 
-  publish_dir(output_dir, fill)
+  publish_dir(output_dir, fill, ownership.SAMPLE_ROLES)
   return dict(num=n, mode=codes["mode"], output_dir=os.path.abspath(output_dir),
               mean_length=float(np.mean(lengths)), ended=float(
                   np.mean(lengths < (max_len or hps.max_seq_len))))

@@ -18,7 +18,6 @@ refused).  A step whose loss or gradients are not finite is skipped inside the
 compiled step; three in a row restore the last checkpoint.
 """
 import os
-import shutil
 import sys
 import time
 
@@ -58,7 +57,9 @@ import numpy as np  # noqa: E402  (after flags, so --help is fast to define)
 from hparams import CONFIG_NAME, PRESETS, _split_assignments, get_hparams  # noqa: E402
 from hparams import load_config, save_config  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import ensure_dir  # noqa: E402
+from model import model_dir  # noqa: E402  (no TensorFlow import)
+from utils import ownership  # noqa: E402
+from utils.io import check_writable, ensure_dir  # noqa: E402
 from utils.progress import Progress  # noqa: E402
 
 # hparams a resumed run may change; the computed ones are filled from data.
@@ -95,16 +96,18 @@ def config_conflicts(stored, requested, keys=None):
 
 def has_run(log_root):
   import tensorflow as tf
-  return (tf.train.latest_checkpoint(log_root) is not None
-          or os.path.exists(os.path.join(log_root, CONFIG_NAME)))
+  return os.path.isdir(log_root) and (
+      tf.train.latest_checkpoint(log_root) is not None
+      or os.path.exists(os.path.join(log_root, CONFIG_NAME)))
 
 
-def clear_run(log_root):
-  """Deletes the checkpoints, config and tb/ of a previous run (--overwrite)."""
-  for name in os.listdir(log_root):
-    if name == "checkpoint" or name.startswith("ckpt-") or name == CONFIG_NAME:
-      os.remove(os.path.join(log_root, name))
-  shutil.rmtree(os.path.join(log_root, "tb"), ignore_errors=True)
+def check_locations(log_root, data_dir):
+  """Refuses a --log_root that is, contains or lies inside --data_dir, or
+  that cannot be created -- before anything is read or written."""
+  ownership.refuse_overlap("--log_root", log_root, [("--data_dir", data_dir)])
+  if os.path.lexists(log_root) and not os.path.isdir(log_root):
+    raise UserError(f"--log_root={log_root!r} is a file, expected a folder")
+  check_writable(log_root, "--log_root")
 
 
 def prepare_hps(hps, log_root, resume, overwrite):
@@ -126,7 +129,7 @@ def prepare_hps(hps, log_root, resume, overwrite):
       raise UserError(f"--log_root={log_root!r} already holds a run: pass "
                       f"--resume_training=True to continue it, --overwrite to "
                       f"start afresh, or choose another --log_root")
-    clear_run(log_root)
+    model_dir.check_clearable(log_root)
   return hps
 
 
@@ -321,7 +324,7 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   dist = (strategy if isinstance(strategy, Distribution)
           else Distribution(strategy))   # first: multi_worker starts the cluster
   verbose = verbose and dist.is_chief
-  ensure_dir(log_root, "--log_root")
+  check_locations(log_root, data_dir)
   if num_steps is not None:
     hps = hps.replace(num_steps=num_steps)
   if dist.is_chief or resume:
@@ -329,7 +332,12 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   data = load_dataset(data_dir, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
   dist.check_hps(hps)
+  # Only now, with the data and hparams checked, is anything created/deleted.
+  ensure_dir(log_root, "--log_root")
   if dist.is_chief:
+    model_dir.remove_leftovers(log_root)
+    if overwrite and not resume and has_run(log_root):
+      model_dir.clear_run(log_root)
     save_config(os.path.join(log_root, CONFIG_NAME), hps)
     write_train_info(log_root, data_dir)
   keras.utils.set_random_seed(seed)

@@ -15,6 +15,7 @@ from absl import app, flags
 import numpy as np
 from PIL import Image
 
+from utils import ownership
 from utils.errors import UserError, cli_main
 from utils.io import ensure_dir
 from utils import drawing, tree_figure
@@ -116,7 +117,7 @@ def load_samples(input_dir):
     if raw["ref_images"].shape != images.shape or raw["ref_images"].dtype != np.uint8:
       bad("ref_images", f"uint8 {images.shape} like images")
     out["ref_images"] = raw["ref_images"]
-  for key in ("temperature", "seed", "mode"):
+  for key in ("temperature", "seed", "mode", "model_dir", "data_dir"):
     if key in raw:
       out[key] = raw[key].item() if raw[key].ndim == 0 else raw[key]
   return out
@@ -242,11 +243,26 @@ def draw_scatter(xy, labels, level, num_total, path, live=None):
   return path
 
 
+FIGURES = ("result.jpg", "level_k.jpg", "level_l.jpg", "tree.jpg")
+
+
+def check_output_dir(output_dir, samples, names=FIGURES):
+  """Refuses an output folder that overlaps the model or data folder the
+  samples came from, or that holds a figure name this program did not write."""
+  ownership.refuse_overlap("--output_dir", output_dir, [
+      (f"the {what} folder of these samples", str(samples.get(key, "")) or None)
+      for what, key in (("model", "model_dir"), ("data", "data_dir"))])
+  for name in names:
+    ownership.check_replaceable(os.path.join(output_dir, name), "visualization",
+                                "--output_dir")
+
+
 def visualize(samples, output_dir, seed=0, edge_threshold=0.05,
               sketches_per_component=4):
   """Writes the four figures for ``samples`` (see :func:`load_samples`);
   returns {"result", "level_k", "level_l", "tree"} -> path."""
   check_tsne_size(len(samples["z"]), samples.get("path", "samples"))
+  check_output_dir(output_dir, samples)
   ensure_dir(output_dir)
   xy = tsne_2d(samples["z"], seed)
   from utils.metrics import live_mask  # pylint: disable=import-outside-toplevel

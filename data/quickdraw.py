@@ -25,6 +25,7 @@ from absl import flags
 from data import seq2png
 from data.strokes import load_strokes_npz
 from utils.errors import UserError, cli_main
+from utils import ownership
 from utils.io import ensure_dir
 from utils.progress import Progress
 
@@ -116,18 +117,26 @@ def download(url, dest, category, size=None, progress=True):
     if total is not None and got != total:
       raise UserError(f"download of {url} stopped at {got} of {total} bytes; run "
                       f"the same command again to resume")
+  ownership.check_replaceable(dest, "data", "--out_dir")
   os.replace(part, dest)
+  ownership.record(os.path.dirname(os.path.abspath(dest)),
+                   [os.path.basename(dest)], "data")
   return dest
 
 
 def verify(path, url):
-  """Loads the file; a broken one is deleted (so a rerun fetches it again)."""
+  """Loads the file; a broken one is deleted when this program downloaded it
+  (so a rerun fetches it again), else left alone and reported."""
   try:
     return load_strokes_npz(path)
   except UserError as e:
-    os.remove(path)
-    raise UserError(f"downloaded {url} is not a usable sketch-rnn file ({e}); "
-                    f"deleted it, run again to re-download") from None
+    if ownership.owned(path, "data"):
+      ownership.remove_owned(path, "data")
+      raise UserError(f"downloaded {url} is not a usable sketch-rnn file ({e}); "
+                      f"deleted it, run again to re-download") from None
+    raise UserError(f"{path!r} is not a usable sketch-rnn file ({e}) and was not "
+                    f"downloaded by this program: move it away to download "
+                    f"{url}") from None
 
 
 def fetch_categories(categories, out_dir, base_url=DEFAULT_BASE_URL, png_width=48,

@@ -17,6 +17,7 @@ from absl import flags
 from data import raster
 from data.strokes import SPLITS, load_strokes_npz
 from utils.errors import UserError, cli_main
+from utils import ownership
 from utils.io import atomic_savez, ensure_dir
 from utils.progress import Progress
 
@@ -70,11 +71,12 @@ def convert_category(data_dir, category, png_width=48, out_dir=None, workers=2,
   src = stroke_path(data_dir, category)
   if not os.path.isfile(src):
     raise UserError(f"category {category!r}: stroke file {src!r} does not exist")
+  dst = png_path(data_dir if out_dir is None else out_dir, category)
+  ownership.check_replaceable(dst, "data", "--out_dir")
   out_dir = ensure_dir(data_dir if out_dir is None else out_dir)
   strokes = load_strokes_npz(src)
   images = render_splits(strokes, png_width, workers, f"{category}", progress)
-  dst = png_path(out_dir, category)
-  atomic_savez(dst, **images)
+  atomic_savez(dst, role="data", **images)
   return dst
 
 
@@ -91,6 +93,9 @@ def convert(data_dir, categories, png_width=48, out_dir=None, workers=2,
                     f" {', '.join(missing)} in {data_dir!r} (expected "
                     f"{os.path.basename(stroke_path(data_dir, missing[0]))})")
   check_width(png_width)
+  for c in categories:   # every output checked before the first is written
+    ownership.check_replaceable(
+        png_path(data_dir if out_dir is None else out_dir, c), "data", "--out_dir")
   ensure_dir(data_dir if out_dir is None else out_dir)
   return [convert_category(data_dir, c, png_width, out_dir, workers, progress)
           for c in categories]

@@ -16,6 +16,7 @@ discover.  Every sketch gets random proportions, jitter, rotation, scale
 point density (~20-120 points).  Deterministic given the seed; a category's
 sketches do not depend on which other categories are generated.
 """
+import os
 import zlib
 
 import numpy as np
@@ -24,6 +25,7 @@ from absl import flags
 
 from data import raster
 from utils.errors import UserError, cli_main
+from utils import ownership
 from utils.io import atomic_open, atomic_savez, ensure_dir
 
 SPLITS = ("train", "valid", "test")
@@ -260,6 +262,9 @@ def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
   check_categories(categories)
   if len(sizes) != 3 or min(sizes) < 1:
     raise UserError(f"split sizes must be 3 integers >= 1, got {sizes}")
+  names = [f"{cat}{n}.npz" for cat in categories for n in ("", "_png", "_styles")]
+  for name in names + (["contact_sheet.png"] if contact_sheet else []):
+    ownership.check_replaceable(os.path.join(out_dir, name), "data", "--out_dir")
   ensure_dir(out_dir)
   paths = []
   for cat in categories:
@@ -270,7 +275,7 @@ def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
     for name, arrays in (("", strokes), ("_png", images),
                          ("_styles", {sp: data[sp][1] for sp in SPLITS})):
       paths.append(f"{out_dir}/{cat}{name}.npz")
-      atomic_savez(paths[-1], **arrays)
+      atomic_savez(paths[-1], role="data", **arrays)
   if contact_sheet:
     paths.append(write_contact_sheet(f"{out_dir}/contact_sheet.png", seed,
                                      categories))
@@ -294,7 +299,7 @@ def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72):
     draw.text((6, r * cell + cell // 2 - 6),
               f"{cat} / {style}: {CATEGORIES[cat][1][style]}", fill=0)
     draw.line([(0, r * cell), (sheet.width, r * cell)], fill=200)
-  with atomic_open(path, "wb") as f:
+  with atomic_open(path, "wb", role="data") as f:
     sheet.save(f, format="PNG")
   return path
 

@@ -39,6 +39,8 @@ import train
 from experiments import report
 from hparams import get_hparams
 from utils.errors import UserError, cli_main
+from model import model_dir as model_folder
+from utils import ownership
 from utils.io import atomic_path, atomic_write_text, ensure_dir
 
 FLAGS = flags.FLAGS
@@ -115,7 +117,7 @@ def _jsonable(x):
 # --- 1. data ------------------------------------------------------------------
 
 def _copy(src, dst):
-  with atomic_path(dst) as tmp:
+  with atomic_path(dst, role="data") as tmp:
     shutil.copyfile(src, tmp)
 
 
@@ -126,9 +128,7 @@ def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
   if not src_dir or not os.path.isdir(src_dir):
     raise UserError(f"--data_dir={src_dir!r} is not a folder with <category>.npz "
                     f"files")
-  if os.path.abspath(src_dir) == os.path.abspath(dst_dir):
-    raise UserError(f"--work_dir/data is --data_dir ({src_dir!r}): choose "
-                    f"another --work_dir, the data folder is only read")
+  ownership.refuse_overlap("--work_dir/data", dst_dir, [("--data_dir", src_dir)])
   missing = [c for c in categories
              if not os.path.isfile(seq2png.stroke_path(src_dir, c))]
   if missing:
@@ -139,9 +139,11 @@ def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
     src, dst = seq2png.stroke_path(src_dir, cat), seq2png.stroke_path(dst_dir, cat)
     png_src, png_dst = seq2png.png_path(src_dir, cat), seq2png.png_path(dst_dir, cat)
     if not os.path.isfile(dst) or os.path.getsize(dst) != os.path.getsize(src):
+      if os.path.exists(png_dst):   # rendered from another stroke file
+        ownership.check_replaceable(png_dst, "data", "--work_dir")
       _copy(src, dst)
       if os.path.exists(png_dst):
-        os.remove(png_dst)      # rendered from another stroke file
+        ownership.remove_owned(png_dst, "data")
     if not os.path.isfile(png_dst) and os.path.isfile(png_src):
       _copy(png_src, png_dst)
     if not os.path.isfile(png_dst):
@@ -188,7 +190,10 @@ def budget_steps(hps, data_dir, work_dir, budget_minutes, seed,
                         seed=seed, num_steps=calibration_steps,
                         save_every_steps=calibration_steps, overwrite=True,
                         validate_fn=lambda m, name: {"lil": 0.0}, verbose=False)
-  shutil.rmtree(os.path.join(work_dir, "calibration"), ignore_errors=True)
+  calibration = os.path.join(work_dir, "calibration")
+  model_folder.check_clearable(calibration)   # only the run train() just wrote
+  model_folder.clear_run(calibration)
+  os.rmdir(calibration)
   sps = float(summary["steps_per_sec"])
   steps = max(1, int(budget_minutes * 60.0 * sps))
   _write_json(path, dict(key=key, num_steps=steps, steps_per_sec=sps,
@@ -293,6 +298,7 @@ def run_experiment(work_dir, data_dir, categories, variants=tuple(VARIANTS),
     raise UserError("--num_steps and --validate_every must be >= 0 and "
                     "--budget_minutes > 0")
   base = base_hparams(preset, list(categories), num_per_category, hparams)
+  ownership.refuse_overlap("--work_dir", work_dir, [("--data_dir", data_dir)])
   ensure_dir(work_dir, "--work_dir")
   data = prepare_data(data_dir, list(categories), os.path.join(work_dir, "data"),
                       base.png_width, verbose)

@@ -20,18 +20,18 @@ import numpy as np
 import tensorflow as tf
 
 from hparams import CONFIG_NAME, load_config
+from model.model_dir import TRAIN_INFO
 from model.rpcl_model import RPCLPix2SeqH
 from utils.errors import UserError
 from utils.io import atomic_write_text
 
 MAX_TO_KEEP = 3
-TRAIN_INFO = "train_info.json"   # where train.py records its --data_dir
 
 
 def write_train_info(model_dir, data_dir):
   """Records the training data folder so sample/evaluate can default to it."""
   atomic_write_text(os.path.join(model_dir, TRAIN_INFO), json.dumps(
-      {"data_dir": os.path.abspath(data_dir)}, indent=2) + "\n")
+      {"data_dir": os.path.abspath(data_dir)}, indent=2) + "\n", role="train")
 
 
 def recorded_data_dir(model_dir):

@@ -111,10 +111,11 @@ def predict_labels(model, images, batch_size=512):
 
 def save_classifier(model, cache_dir, info):
   """Writes the model, then its info json (the json marks a complete cache)."""
-  with atomic_path(os.path.join(cache_dir, MODEL_NAME)) as tmp:
+  with atomic_path(os.path.join(cache_dir, MODEL_NAME), role="evaluate") as tmp:
     model.save(tmp)
   atomic_write_text(os.path.join(cache_dir, INFO_NAME),
-                    json.dumps(dict(info, version=CACHE_VERSION), indent=2))
+                    json.dumps(dict(info, version=CACHE_VERSION), indent=2),
+                    role="evaluate")
 
 
 def load_classifier(cache_dir, categories, width):

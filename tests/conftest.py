@@ -28,25 +28,41 @@ def tiny_data(tmp_path_factory):
   return data_dir
 
 
-def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
-  """Notes the collected test modules that have background work to start early."""
-  modules = {getattr(item, "module", None) for item in items}
-  session.early_modules = sorted((m for m in modules if hasattr(m, "start_early")),
-                                 key=lambda m: m.__name__)
+def pytest_collection_finish(session):
+  """Notes the modules with background work whose consumers were selected.
+
+  Runs after deselection (-k, -m, node ids): a module's ``start_early`` job
+  starts only when at least one selected test of that module requests the
+  ``early_jobs`` fixture (directly or through a fixture), so a subset run
+  never pays for work it does not check."""
+  wanted = {}
+  for item in session.items:
+    module = getattr(item, "module", None)
+    if (module is not None and hasattr(module, "start_early")
+        and "early_jobs" in getattr(item, "fixturenames", ())):
+      wanted[module.__name__] = module
+  session.early_modules = [wanted[k] for k in sorted(wanted)]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def early_jobs(request, tmp_path_factory):
   """{module name: handle} of ``module.start_early(tiny_data, tmp_path_factory)``
-  for every collected module that defines it: slow subprocess work (kill -9
-  trials, a reproducibility rerun) starts with the session and overlaps the
-  other tests on the second core.  Handles have ``stop()`` for the teardown."""
+  for every module one of whose selected tests needs it: slow subprocess work
+  (kill -9 trials, a reproducibility rerun) starts with the session and
+  overlaps the other tests on the second core.  Handles have ``stop()``."""
   modules = getattr(request.session, "early_modules", [])
   data_dir = request.getfixturevalue("tiny_data") if modules else None
   jobs = {m.__name__: m.start_early(data_dir, tmp_path_factory) for m in modules}
   yield jobs
   for job in jobs.values():
     job.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_early_jobs(request):
+  """Starts the selected early jobs at the beginning of the session."""
+  if getattr(request.session, "early_modules", []):
+    request.getfixturevalue("early_jobs")
 
 
 @pytest.fixture(scope="session")

@@ -124,7 +124,20 @@ os.environ["TF_CONFIG"] = json.dumps({
 import train
 from model.distribute import model_fingerprint
 from tests.test_train import tiny_hps
-out = train.train(tiny_hps(), data_dir, log_root, num_steps=4,
+# The real distributed validation runs, but its criterion is replaced by a
+# fixed sequence (improve, miss, improve) so that both the save and the
+# restore-on-miss paths run whatever a tiny model's loss does.
+forced = iter([3.0, 4.0, 2.0])
+init = train._Loop.__init__
+def patched(self, *args, **kwargs):
+  init(self, *args, **kwargs)
+  real = self.validate_fn
+  def validate(model, name):
+    out = real(model, name)
+    return dict(out, lil=next(forced)) if name == "valid" else out
+  self.validate_fn = validate
+train._Loop.__init__ = patched
+out = train.train(tiny_hps(patience=5), data_dir, log_root, num_steps=4,
                   save_every_steps=2, strategy="multi_worker")
 print("RESULT " + json.dumps(dict(
     step=out["step"], history=out["history"],
@@ -178,7 +191,9 @@ def test_multi_worker_two_processes_one_consistent_checkpoint(data_dir,
   chief, worker = results
   assert chief["step"] == worker["step"] == 4
   assert chief["history"] == worker["history"]          # same decisions
-  assert [h[0] for h in chief["history"]] == [2, 4]
+  # saved at 2, missed at 4 (restored step 2, trained again), saved at 4
+  assert [(h[0], h[2]) for h in chief["history"]] == [
+      (2, True), (4, False), (4, True)]
   assert chief["fingerprint"] == worker["fingerprint"]  # same weights
   # One set of outputs, written by the chief; the worker's temp copies gone.
   assert sorted(os.path.basename(p) for p in glob.glob(

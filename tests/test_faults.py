@@ -180,8 +180,14 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
   monkeypatch.setattr(pipeline.BatchMaker, "batch", batch)
   poison_loss(monkeypatch, at_step=10, times=3)
   hps = get_hparams("tiny", HPARAMS)
+  calls = []   # every validation improves: only the NaN policy restores
+
+  def improving(model, name):
+    calls.append(name)
+    return {"lil": -float(len(calls))}
+
   out = train.train(hps, tiny_model[0], str(tmp_path), num_steps=12,
-                    save_every_steps=4)
+                    save_every_steps=4, validate_fn=improving)
   log = capsys.readouterr().err
   assert out["step"] == 12 and out["stop_reason"] == "num_steps"
   assert out["nonfinite_skips"] == 5 and sum(watched_steps) == 5

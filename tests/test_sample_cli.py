@@ -80,7 +80,8 @@ def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
     assert seq.dtype == np.float32 and seq.ndim == 2 and seq.shape[1] == 3
   np.testing.assert_array_equal(render_many(list(s["strokes"]), 48), s["images"])
   assert float(s["scale_factor"]) == pytest.approx(hps.scale_factor, rel=1e-6)
-  assert sorted(os.listdir(out)) == ["grid.png", "png", "samples.npz", "svg"]
+  assert sorted(os.listdir(out)) == [".rpcl-outputs.json", "grid.png", "png",
+                                     "samples.npz", "svg"]
   assert len(os.listdir(out / "svg")) == len(os.listdir(out / "png")) == n
   png = np.array(Image.open(out / "png" / "00001.png"))
   np.testing.assert_array_equal(png, s["images"][1])
@@ -133,8 +134,14 @@ def test_existing_output_refused_then_replaced_with_overwrite(trained, tmp_path)
   with pytest.raises(UserError, match="not empty.*--overwrite"):
     run(trained, out)
   assert os.listdir(out) == ["old.txt"]
-  run(trained, out, overwrite=True)
-  assert "old.txt" not in os.listdir(out) and "samples.npz" in os.listdir(out)
+  with pytest.raises(UserError, match="old.txt"):   # not ours: never deleted
+    run(trained, out, overwrite=True)
+  assert os.listdir(out) == ["old.txt"]
+  mine = tmp_path / "mine"
+  run(trained, mine)
+  first = (mine / "samples.npz").read_bytes()
+  run(trained, mine, overwrite=True, seed=1)        # our own output: replaced
+  assert (mine / "samples.npz").read_bytes() != first
 
 
 def test_old_config_with_missing_fields_still_samples(trained, tmp_path):

@@ -10,7 +10,6 @@ from PIL import Image, ImageDraw
 
 from tests.conftest import ROOT
 from utils.errors import UserError
-from utils.io import atomic_savez
 from utils.tree_figure import tree_structure
 import visualization
 
@@ -52,7 +51,7 @@ def write_samples(folder, n=24, seed=0, **overrides):
   arrays.update(overrides)
   arrays = {k: v for k, v in arrays.items() if v is not None}
   os.makedirs(folder, exist_ok=True)
-  atomic_savez(os.path.join(folder, "samples.npz"), **arrays)
+  np.savez_compressed(os.path.join(folder, "samples.npz"), **arrays)
   return arrays
 
 

@@ -104,16 +104,16 @@ def new_canvas(width, height):
   return img, ImageDraw.Draw(img)
 
 
-def save_jpeg(img, path, quality=92):
+def save_jpeg(img, path, quality=92, role="visualization"):
   """Saves a PIL image as JPEG atomically."""
-  with atomic_path(path) as tmp:
+  with atomic_path(path, role) as tmp:
     img.save(tmp, "JPEG", quality=quality)
   return path
 
 
-def save_figure(fig, path, dpi=150, quality=92):
+def save_figure(fig, path, dpi=150, quality=92, role="visualization"):
   """Saves a matplotlib figure as JPEG atomically (legend kept inside)."""
-  with atomic_path(path) as tmp:
+  with atomic_path(path, role) as tmp:
     fig.savefig(tmp, format="jpg", dpi=dpi, bbox_inches="tight",
                 pil_kwargs={"quality": quality})
   return path
