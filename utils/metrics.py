@@ -7,6 +7,7 @@
 """
 import numpy as np
 from sklearn import metrics as sk_metrics
+from sklearn.metrics.cluster import contingency_matrix
 
 DEFAULT_KS = (1, 10, 50)
 
@@ -28,20 +29,11 @@ def _check_pair(pred, true):
   return pred, true
 
 
-def contingency(pred, true):
-  """Counts n[c, t] of items with predicted cluster c and true class t."""
-  pred, true = _check_pair(pred, true)
-  _, p = np.unique(pred, return_inverse=True)
-  _, t = np.unique(true, return_inverse=True)
-  table = np.zeros((p.max() + 1, t.max() + 1), np.int64)
-  np.add.at(table, (p, t), 1)
-  return table
-
-
 def purity(pred, true):
   """Purity (method.md §8): sum over clusters of the largest true class, / N."""
-  table = contingency(pred, true)
-  return float(table.max(axis=1).sum() / table.sum())
+  pred, true = _check_pair(pred, true)
+  table = contingency_matrix(true, pred)   # (classes, clusters) counts
+  return float(table.max(axis=0).sum() / table.sum())
 
 
 def nmi(pred, true):
