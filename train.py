@@ -157,21 +157,15 @@ def _fmt(values, keys=("lil", "pen", "de", "gau", "ij")):
 def write_scalars(writer, prefix, values, step):
   """TensorBoard scalars ``prefix/key`` (vectors as ``prefix/key/i``).
 
-  Written with TF's own ``tf.summary.write`` and the scalars-plugin metadata,
-  exactly what ``tf.summary.scalar`` emits, so logging works without the
-  tensorboard package (needed only to view the logs)."""
+  Written with ``tf.summary.scalar`` (tensorboard is a dependency)."""
   import tensorflow as tf
-  from tensorflow.core.framework import summary_pb2
-  meta = summary_pb2.SummaryMetadata(
-      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-      data_class=summary_pb2.DATA_CLASS_SCALAR)
   with writer.as_default(step=int(step)):
     for k, v in values.items():
       v = np.asarray(v, np.float32)
       names = ([f"{prefix}/{k}"] if v.ndim == 0 else
                [f"{prefix}/{k}/{i}" for i in range(v.size)])
       for name, x in zip(names, v.reshape(-1)):
-        tf.summary.write(name, tf.constant(x), metadata=meta)
+        tf.summary.scalar(name, x)
 
 
 class _Loop:

@@ -29,8 +29,7 @@ def read_scalars(tb_dir, prefix="train/"):
   files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
                            recursive=True), key=os.path.getmtime)
   for path in files:
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
+    for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if not value.tag.startswith(prefix):
           continue
