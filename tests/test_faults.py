@@ -242,9 +242,11 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
   args = [f"--model_dir={model_dir}", f"--data_dir={data_dir}",
           "--num_per_category=2", "--conditional=False"]
   out, fresh = tmp_path / "out", tmp_path / "fresh"
-  samples()(str(tmp_path), None)          # a previous run's output (any files)
+  from utils import ownership
+  samples()(str(tmp_path), None)          # a previous run's output ...
   os.rename(tmp_path / "samples", out)
   (out / "grid.png").write_bytes(b"previous grid")
+  ownership.record_tree(str(out), "sample")   # ... recorded as sample.py's
   before = files(out)
   real_save, calls = svgwrite.Drawing.save, []
 
