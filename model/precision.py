@@ -9,9 +9,10 @@ statistics (model/cells.py), the mixture head and everything downstream of it
 and its slots.  The hierarchy is float64 throughout (model/hierarchy.py).
 
 float16 has a narrow exponent range, so its gradients are computed from the
-loss times a dynamic loss scale (:class:`DynamicLossScale`, the usual scheme:
-halve and skip the update on overflow, double after ``growth_steps`` finite
-steps).  bfloat16 has float32's range and needs no scaling.
+loss times a dynamic loss scale: ``keras.optimizers.LossScaleOptimizer``
+around the model's Adam (:func:`loss_scale_optimizer`; skip the update and
+halve the scale on overflow, double it after ``GROWTH_STEPS`` finite steps).
+bfloat16 has float32's range and needs no scaling.
 """
 import contextlib
 
@@ -42,60 +43,32 @@ def encoder_outputs_f32(m, s):
   return tf.cast(m, tf.float32), tf.maximum(s, VAR_FLOOR)
 
 
-class DynamicLossScale(tf.Module):
-  """Dynamic loss scaling for float16 gradients; a no-op when disabled.
-
-  ``scale_loss(loss)`` before ``tape.gradient``; ``unscale(grads)`` after it;
-  ``update(finite)`` once per step with whether all unscaled gradients are
-  finite: an overflow halves the scale (the caller skips the update), and
-  ``growth_steps`` finite steps in a row double it.
-  """
-
-  def __init__(self, enabled, initial_scale=2.0 ** 10, growth_steps=2000):
-    super().__init__(name="loss_scale")
-    self.enabled = bool(enabled)
-    self.growth_steps = int(growth_steps)
-    if self.enabled:
-      self.scale = tf.Variable(float(initial_scale), trainable=False,
-                               dtype=tf.float32, name="scale")
-      self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64,
-                                    name="good_steps")
-
-  def scale_loss(self, loss):
-    return loss * self.scale if self.enabled else loss
-
-  def unscale(self, grads):
-    if not self.enabled:
-      return grads
-    inv = 1.0 / self.scale
-    return [None if g is None else tf.cast(g, tf.float32) * inv for g in grads]
-
-  def update_and_flag_nonfinite(self, ok, total, grads, state):
-    """Updates the scale after a step; returns the step's ``nonfinite`` flag.
-
-    ``ok``: the update is applied.  Without loss scaling the flag is ``not
-    ok``.  With it, a gradient overflow while the loss and the new hierarchy
-    ``state`` are finite is a normal skipped step (the scale halves), not a
-    divergence, so it is not flagged."""
-    if not self.enabled:
-      return tf.logical_not(ok)
-    self.update(_all_finite(grads))
-    return tf.logical_and(tf.logical_not(ok),
-                          tf.logical_not(_all_finite([total] + list(state))))
-
-  def update(self, finite):
-    """Adjusts the scale after a step whose gradients were ``finite``."""
-    if not self.enabled:
-      return
-    grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
-    self.scale.assign(tf.where(
-        finite, tf.where(grow, self.scale * 2.0, self.scale),
-        tf.maximum(self.scale * 0.5, 1.0)))
-    self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)),
-                                    self.good_steps + 1,
-                                    tf.zeros([], tf.int64)))
+INITIAL_SCALE = 2.0 ** 10
+GROWTH_STEPS = 2000
 
 
-def _all_finite(tensors):
-  return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(
-      tf.cast(t, tf.float32))) for t in tensors]))
+def loss_scale_optimizer(precision, optimizer):
+  """``keras.optimizers.LossScaleOptimizer`` wrapping ``optimizer`` for
+  ``mixed_float16``; None for the other precisions (no loss scaling)."""
+  if precision != "mixed_float16":
+    return None
+  return keras.optimizers.LossScaleOptimizer(
+      optimizer, initial_scale=INITIAL_SCALE, dynamic_growth_steps=GROWTH_STEPS)
+
+
+def update_scale_replicated(lso, finite, apply):
+  """LossScaleOptimizer's scale rule for the replicated step, when ``apply``:
+  halve on non-finite gradients, double after ``dynamic_growth_steps`` finite
+  ones (its ``step_counter`` counts them).
+
+  Hand-written because ``LossScaleOptimizer.apply`` all-reduces the gradients
+  itself and needs a merge_call outside any tf.cond, while the replicated
+  step (model/distribute.py) has already reduced them and updates each
+  replica's copies inside its own cond."""
+  scale, count = lso.dynamic_scale, lso.step_counter
+  grow = tf.logical_and(finite, tf.equal(count, lso.dynamic_growth_steps - 1))
+  new_scale = tf.where(finite, tf.where(grow, scale * 2.0, scale), scale * 0.5)
+  new_count = tf.where(tf.logical_and(finite, tf.logical_not(grow)), count + 1,
+                       tf.zeros_like(count))
+  scale.assign(tf.where(apply, new_scale, scale))
+  count.assign(tf.where(apply, new_count, count))

@@ -82,14 +82,18 @@ class RPCLPix2SeqH(keras.Model):
       self.encoder = Encoder(hps)
       self.image_decoder = ImageDecoder(hps)
       self.stroke_decoder = StrokeDecoder(hps)
-    self.loss_scale = precision.DynamicLossScale(
-        hps.precision == "mixed_float16")
     self.hierarchy = Hierarchy(hps, seed=seed or 0)
     # Applied (finite) training steps; drives every schedule.  Saved.
     self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                    name="global_step")
+    # float16: keras' LossScaleOptimizer wraps the Adam (None otherwise); it
+    # unscales inside apply(), so the Adam clips (clipvalue) after unscaling.
+    float16 = hps.precision == "mixed_float16"
     self.optimizer = keras.optimizers.Adam(
-        learning_rate=hps.learning_rate, beta_1=0.5, epsilon=1e-8)
+        learning_rate=hps.learning_rate, beta_1=0.5, epsilon=1e-8,
+        clipvalue=hps.grad_clip if float16 else None)
+    self.loss_scale = precision.loss_scale_optimizer(hps.precision,
+                                                     self.optimizer)
     self.noise_seed = keras.random.SeedGenerator(seed, name="noise_seed")
 
   # --- building -----------------------------------------------------------
@@ -103,6 +107,8 @@ class RPCLPix2SeqH(keras.Model):
     self.image_decoder(m)
     self.stroke_decoder(strokes[:, :-1], m, training=False)
     self.optimizer.build(self.trainable_variables)
+    if self.loss_scale is not None:
+      self.loss_scale.build(self.trainable_variables)
     self.built = True
     return self
 
@@ -172,6 +178,29 @@ class RPCLPix2SeqH(keras.Model):
     if replicated:
       opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
 
+  def _apply_scaled_update(self, ok, total, grads, lr, replicated):
+    """The update under float16 loss scaling, from the scaled ``grads``.
+
+    A gradient overflow while the loss and the new hierarchy state are finite
+    is a normal skipped step (the scale halves), not a divergence: the
+    returned ``nonfinite`` flag is set only when those are not finite (then
+    the scale is left alone too).  One device: LossScaleOptimizer.apply skips
+    or unscales and steps.  Replicated: see precision.update_scale_replicated.
+    """
+    lso = self.loss_scale
+    sane = all_finite([total] + list(self.hierarchy.state()))
+    if replicated:
+      inv = 1.0 / tf.convert_to_tensor(lso.dynamic_scale)
+      self._apply_update(ok, [g * inv for g in grads], lr, replicated=True)
+      precision.update_scale_replicated(lso, all_finite(grads), sane)
+    else:
+      def apply():
+        lso.learning_rate.assign(lr)
+        lso.apply(grads, self.trainable_variables)
+        return tf.constant(True)
+      tf.cond(sane, apply, lambda: tf.constant(False))
+    return tf.logical_not(sane)
+
   # --- training -----------------------------------------------------------
   def train_step(self, batch, batch_sum=None, replica=None):
     """One optimisation step on a ``(strokes5, seq_len, images, labels)`` batch.
@@ -194,9 +223,12 @@ class RPCLPix2SeqH(keras.Model):
       gau, ij = self._latent_losses(m, s, outs, gbs)
       lil, pen, de = self._decode_losses(strokes5, images, z, True, gbs)
       total = losses.total_loss(gau, ij, lil, de, step, hps)
-      scaled_total = self.loss_scale.scale_loss(total)   # float16 only
+      if self.loss_scale is not None:   # float16: gradients times the scale
+        total_for_grads = self.loss_scale.scale_loss(total)
+      else:
+        total_for_grads = total
     variables = self.trainable_variables
-    grads = self.loss_scale.unscale(tape.gradient(scaled_total, variables))
+    grads = tape.gradient(total_for_grads, variables)
     grads = [tf.zeros_like(v) if g is None else g
              for g, v in zip(grads, variables)]
     scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
@@ -210,10 +242,13 @@ class RPCLPix2SeqH(keras.Model):
            grads))
       ok = tf.logical_and(bad == 0,
                           all_finite(grads + list(self.hierarchy.state())))
-    nonfinite = self.loss_scale.update_and_flag_nonfinite(
-        ok, total, grads, self.hierarchy.state())
     lr = losses.learning_rate(step, hps)
-    self._apply_update(ok, grads, lr, replicated=replica is not None)
+    if self.loss_scale is None:
+      nonfinite = tf.logical_not(ok)
+      self._apply_update(ok, grads, lr, replicated=replica is not None)
+    else:
+      nonfinite = self._apply_scaled_update(ok, total, grads, lr,
+                                            replicated=replica is not None)
     # Commit the closed-form hierarchy update only when everything is finite.
     self.hierarchy.assign_state([tf.where(ok, new, old) for new, old in
                                  zip(self.hierarchy.state(), old_state)])

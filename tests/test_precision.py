@@ -106,35 +106,75 @@ def test_eval_step_float32_outputs():
   assert m.dtype == tf.float32 and s.dtype == tf.float32
 
 
-def test_loss_scale_halves_on_overflow_and_grows():
-  scale = precision.DynamicLossScale(True, initial_scale=8.0, growth_steps=2)
-  assert float(scale.scale_loss(tf.constant(1.5))) == 12.0
-  grads = scale.unscale([tf.constant([8.0, 16.0], tf.float16), None])
-  np.testing.assert_array_equal(grads[0].numpy(), [1.0, 2.0])
-  assert grads[1] is None and grads[0].dtype == tf.float32
-  scale.update(tf.constant(False))
-  assert float(scale.scale) == 4.0 and int(scale.good_steps) == 0
-  scale.update(tf.constant(True))
-  assert float(scale.scale) == 4.0 and int(scale.good_steps) == 1
-  scale.update(tf.constant(True))
-  assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0
-  off = precision.DynamicLossScale(False)
-  assert float(off.scale_loss(tf.constant(1.5))) == 1.5
-  off.update(tf.constant(False))   # no-op
+def test_replicated_scale_rule_matches_loss_scale_optimizer():
+  """precision.update_scale_replicated follows keras' LossScaleOptimizer:
+  the same finite / overflow sequence gives the same scales and counters."""
+  import keras
+  var = keras.Variable([1.0, 2.0])
+  lib = precision.loss_scale_optimizer("mixed_float16", keras.optimizers.SGD())
+  lib.dynamic_growth_steps = 2
+  ours = precision.loss_scale_optimizer("mixed_float16", keras.optimizers.SGD())
+  ours.dynamic_growth_steps = 2
+  for opt in (lib, ours):
+    opt.build([var])
+  assert float(lib.scale_loss(tf.constant(1.5))) == 1.5 * precision.INITIAL_SCALE
+  for finite in (False, True, True, True, False, True):
+    grad = tf.constant([1.0, 1.0] if finite else [np.inf, 1.0])
+    lib.apply([grad], [var])
+    precision.update_scale_replicated(ours, tf.constant(finite), tf.constant(True))
+    assert float(ours.dynamic_scale) == float(lib.dynamic_scale), finite
+    assert int(ours.step_counter) == int(lib.step_counter), finite
+  before = (float(ours.dynamic_scale), int(ours.step_counter))
+  precision.update_scale_replicated(ours, tf.constant(False), tf.constant(False))
+  assert (float(ours.dynamic_scale), int(ours.step_counter)) == before
+  assert precision.loss_scale_optimizer("mixed_bfloat16", lib) is None
+  assert precision.loss_scale_optimizer("float32", lib) is None
+
+
+def _state(model):
+  """Everything a skipped step must leave alone (the loss scale included)."""
+  return ([v.numpy() for v in model.trainable_variables]
+          + [v.numpy() for v in model.loss_scale.variables]
+          + [v.numpy() for v in model.hierarchy.state()]
+          + [model.global_step.numpy()])
 
 
 def test_float16_overflow_skips_update_without_flagging(monkeypatch):
   """A gradient overflow under loss scaling halves the scale and skips the
   update; it is not reported as a non-finite (diverged) step."""
   model = build("mixed_float16")
-  model.loss_scale.scale.assign(3e38)   # scaled loss overflows to inf
+  model.loss_scale.dynamic_scale.assign(3e38)   # scaled loss overflows to inf
   before = [v.numpy() for v in model.trainable_variables]
+  slots = [v.numpy() for v in model.optimizer.variables]
   out = model.compiled_train_step()(make_batches(model.hps, 1)[0])
   assert not out["nonfinite"].numpy()
   assert int(model.global_step.numpy()) == 0
-  assert float(model.loss_scale.scale.numpy()) == pytest.approx(1.5e38)
-  for a, b in zip(before, model.trainable_variables):
+  assert float(model.loss_scale.dynamic_scale.numpy()) == pytest.approx(1.5e38)
+  for a, b in zip(before + slots,
+                  model.trainable_variables + model.optimizer.variables):
     np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_float16_diverged_step_changes_nothing_then_finite_step_applies():
+  """A NaN batch (non-finite loss and hierarchy) is flagged and leaves the
+  weights, the optimiser slots, the loss scale, the hierarchy and the step;
+  the next, finite step goes through LossScaleOptimizer (Adam steps once,
+  the scale doubles when its growth counter is due)."""
+  model = build("mixed_float16")
+  step = model.compiled_train_step()
+  strokes, lens, images, labels = make_batches(model.hps, 1)[0]
+  bad = tf.tensor_scatter_nd_update(images, [[0, 0, 0, 0]], [np.nan])
+  before = _state(model)
+  assert step((strokes, lens, bad, labels))["nonfinite"].numpy()
+  for a, b in zip(before, _state(model)):
+    np.testing.assert_array_equal(a, b)
+  lso = model.loss_scale
+  lso.step_counter.assign(lso.dynamic_growth_steps - 1)
+  assert not step((strokes, lens, images, labels))["nonfinite"].numpy()
+  assert int(model.global_step.numpy()) == 1
+  assert int(model.optimizer.iterations.numpy()) == 1
+  assert float(lso.dynamic_scale.numpy()) == 2 * precision.INITIAL_SCALE
+  assert int(lso.step_counter.numpy()) == 0
 
 
 def test_policy_scope_restores_global_policy():
