@@ -294,11 +294,14 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
                       data_dir=None, optimizer=True):
   """Writes ``out_dir`` from the release's ``checkpoint``; returns a report
   dict (hps, prefix, consumed TF1 names, number of weights, optimizer, step)."""
+  from utils import ownership
   out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+  if os.path.lexists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise UserError(f"--out_dir={out_dir!r} exists and is not an empty folder: "
                     f"choose a new folder for the imported model")
   reader, prefix, folder, shapes = open_checkpoint(checkpoint)
+  ownership.refuse_overlap("--out_dir", out_dir, [("--checkpoint", folder),
+                                                  ("--data_dir", data_dir)])
   if config is None and folder and os.path.isfile(os.path.join(folder, "model_config.json")):
     config = os.path.join(folder, "model_config.json")
   hps = build_hparams(shapes, config, overrides)
@@ -331,7 +334,9 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
 
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".import_tf1-", dir=parent)
+  ownership.remove_leftovers(parent)
+  tmp = tempfile.mkdtemp(prefix=ownership.temp_prefix(os.path.basename(out_dir)),
+                         dir=parent)
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private

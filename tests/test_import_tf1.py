@@ -322,12 +322,16 @@ def test_bad_checkpoints_give_one_line(case, needle, tmp_path):
 
 def test_bad_arguments(tmp_path, imported):
   _, out, _, _ = imported
+  (tmp_path / "ck").mkdir()
   for args, needle in [
-      ([f"--checkpoint={tmp_path}", f"--out_dir={tmp_path / 'o'}"], "holds no checkpoint"),
+      ([f"--checkpoint={tmp_path / 'ck'}", f"--out_dir={tmp_path / 'o'}"],
+       "holds no checkpoint"),
+      ([f"--checkpoint={out}", f"--out_dir={os.path.join(out, 'o')}"],
+       "lies inside --checkpoint"),
       ([f"--checkpoint={tmp_path / 'nope'}", f"--out_dir={tmp_path / 'o'}"],
        "neither a checkpoint folder"),
       ([f"--checkpoint={out}", f"--out_dir={tmp_path / 'o'}"], "no variable under RPCL-pix2seq/"),
-      ([f"--checkpoint={out}", f"--out_dir={out}"], "is not an empty folder"),
+      ([f"--checkpoint={out}", f"--out_dir={out}"], "is --checkpoint"),
       ([f"--out_dir={tmp_path / 'o'}"], "--checkpoint is required")]:
     code, _, err = run_in_process("model.import_tf1", args)
     assert code == 2 and needle in err and err.count("\n") == 1, (args, err)
