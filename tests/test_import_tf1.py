@@ -322,11 +322,12 @@ def test_bad_checkpoints_give_one_line(case, needle, tmp_path):
 
 def test_bad_arguments(tmp_path, imported):
   _, out, _, _ = imported
+  release = os.path.join(os.path.dirname(out), "release")
   (tmp_path / "ck").mkdir()
   for args, needle in [
       ([f"--checkpoint={tmp_path / 'ck'}", f"--out_dir={tmp_path / 'o'}"],
        "holds no checkpoint"),
-      ([f"--checkpoint={out}", f"--out_dir={os.path.join(out, 'o')}"],
+      ([f"--checkpoint={release}", f"--out_dir={os.path.join(release, 'o')}"],
        "lies inside --checkpoint"),
       ([f"--checkpoint={tmp_path / 'nope'}", f"--out_dir={tmp_path / 'o'}"],
        "neither a checkpoint folder"),
