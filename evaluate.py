@@ -16,6 +16,7 @@ Writes a JSON file and prints a table.  ``--samples_dir=''`` skips Rec/Ret.
 import json
 import os
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 import numpy as np
 

@@ -14,6 +14,7 @@ samples.npz, grid.png) is built in a temporary folder and renamed into place.
 """
 import os
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app, flags
 

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 flags.DEFINE_string("log_root", "models/default",

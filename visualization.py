@@ -11,6 +11,7 @@ labelled with q(k|l), each component shown by a few member sketches).
 import os
 import zipfile
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 import numpy as np
 from PIL import Image

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app
 from absl import flags
 

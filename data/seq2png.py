@@ -11,6 +11,7 @@ The file is written atomically (temp file + rename); ``--out_dir`` defaults to
 """
 import os
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app
 from absl import flags
 

@@ -19,6 +19,7 @@ sketches do not depend on which other categories are generated.
 import os
 import zlib
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app
 from absl import flags

@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app, flags
 

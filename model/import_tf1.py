@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app, flags
 

@@ -332,7 +332,7 @@ def test_bad_arguments(tmp_path, imported):
       ([f"--checkpoint={tmp_path / 'nope'}", f"--out_dir={tmp_path / 'o'}"],
        "neither a checkpoint folder"),
       ([f"--checkpoint={out}", f"--out_dir={tmp_path / 'o'}"], "no variable under RPCL-pix2seq/"),
-      ([f"--checkpoint={out}", f"--out_dir={out}"], "is --checkpoint"),
+      ([f"--checkpoint={out}", f"--out_dir={out}"], "is not an empty folder"),
       ([f"--out_dir={tmp_path / 'o'}"], "--checkpoint is required")]:
     code, _, err = run_in_process("model.import_tf1", args)
     assert code == 2 and needle in err and err.count("\n") == 1, (args, err)
