@@ -173,8 +173,10 @@ class _Loop:
   """Host side of training: epochs, validation, restore-on-miss, NaN policy."""
 
   def __init__(self, model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose, dist):
+               save_every_steps, max_epochs, log_every, verbose, dist,
+               summaries=None):
     self.model, self.state, self.data, self.hps = model, state, data, hps
+    self.summaries = summaries   # model/summaries.py: images at validation
     self.dist = dist
     self.validate_fn = validate_fn or (
         lambda m, name: evaluate_split(m, data.splits[name], hps,
@@ -202,6 +204,8 @@ class _Loop:
     improved = crit < self.best
     self.history.append((step, crit, improved))
     write_scalars(self.writer, "valid", valid, step)
+    if self.summaries is not None:   # of the validated model, before a restore
+      self.summaries.write(self.writer, self.model, step)
     if improved:
       self.best, self.misses, self.valid = crit, 0, valid
       self.state.best_loss.assign(crit)
@@ -247,8 +251,10 @@ class _Loop:
       log(f"restored the last checkpoint (step {self.step})", self.verbose)
 
   def log_step(self, out, progress):
+    from utils.metrics import live_mask   # sklearn: not needed for --help
     step = self.step
     scalars = {k: v for k, v in out.items() if k != "nonfinite"}
+    scalars["num_live_l"] = float(np.sum(live_mask(out["pi_l"])))
     write_scalars(self.writer, "train", scalars, step)
     progress.update(0, info=f"step {step} {_fmt(out)} lr {float(out['lr']):.2e} "
                             f"live_k {int(out['num_live_k'])}")
@@ -302,13 +308,16 @@ class _Loop:
 
 def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
           max_epochs=None, log_every=20, save_every_steps=0, overwrite=False,
-          validate_fn=None, verbose=True, strategy="default"):
+          validate_fn=None, verbose=True, strategy="default",
+          tb_images=True):
   """Trains a model in ``log_root``; returns a summary dict.
 
   ``validate_fn(model, split_name) -> {"lil": ..., ...}`` replaces the
   validation/test evaluation (tests inject forced sequences).  ``strategy``:
   a name of model/distribute.py's STRATEGIES or a Distribution; only the
-  chief worker logs and writes configs and checkpoints."""
+  chief worker logs and writes configs and checkpoints.  ``tb_images``: also
+  write model/summaries.py's images and histograms at each validation and
+  model_config.json as text."""
   import keras
   from data.dataset import load_dataset
   from data.pipeline import semi_mask
@@ -344,8 +353,16 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   state = dist.checkpoint_state(model, log_root, semi_mask=mask)
   if resume and not state.restore():
     log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
+  summaries = None
+  if tb_images and dist.is_chief:
+    from model import summaries as tb_summaries
+    summaries = tb_summaries.ValidationSummaries(data.splits["valid"], hps)
   loop = _Loop(model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose, dist)
+               save_every_steps, max_epochs, log_every, verbose, dist,
+               summaries)
+  if summaries is not None:
+    tb_summaries.write_config(loop.writer, os.path.join(log_root, CONFIG_NAME),
+                              loop.step)
   log(f"training from step {loop.step} epoch {loop.epoch} to {hps.num_steps} "
       f"({len(labels)} train sketches, batch {hps.batch_size} over "
       f"{dist.num_replicas} replica(s), max_seq_len {hps.max_seq_len})",

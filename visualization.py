@@ -7,6 +7,14 @@ the codes with each sketch pasted at its position), ``level_k.jpg`` /
 ``level_l.jpg`` (the t-SNE scatter coloured by level-k / level-l label) and
 ``tree.jpg`` (live level-l units -> their live level-k components, edges
 labelled with q(k|l), each component shown by a few member sketches).
+
+  python visualization.py --projector [--input_dir=...] [--output_dir=DIR]
+
+writes instead ``<output_dir>/projector/`` for TensorBoard's Embedding
+Projector (utils/projector.py): the codes, their metadata (category, level-k,
+level-l, reference index) and a sprite of the sketches; open it with
+``tensorboard --logdir <output_dir>/projector`` (PROJECTOR tab), where PCA,
+t-SNE and UMAP run in the browser -- so no t-SNE is computed here.
 """
 import os
 import zipfile
@@ -36,6 +44,9 @@ def define_flags():
                      "Smallest q(k|l) drawn as a tree edge.")
   flags.DEFINE_integer("sketches_per_component", 4,
                        "Member sketches shown per level-k component in tree.jpg.")
+  flags.DEFINE_boolean("projector", False,
+                       "Write <output_dir>/projector/ for TensorBoard's "
+                       "Embedding Projector instead of the JPEG figures.")
 
 
 SAMPLES_NAME = "samples.npz"
@@ -282,11 +293,33 @@ def visualize(samples, output_dir, seed=0, edge_threshold=0.05,
   return out
 
 
+PROJECTOR_DIR = "projector"
+
+
+def export_projector(samples, output_dir):
+  """Writes ``<output_dir>/projector/`` (utils/projector.py), the sketches
+  coloured by category like result.jpg; returns its summary dict."""
+  from utils import projector  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(output_dir, PROJECTOR_DIR)
+  projector.thumb_size(len(samples["z"]))   # too many samples: before writing
+  check_output_dir(output_dir, samples,
+                   [os.path.join(PROJECTOR_DIR, n) for n in projector.FILES])
+  ensure_dir(folder)
+  return projector.write_projector(samples, folder, category_colours(samples))
+
+
 @cli_main
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: use --input_dir/--output_dir")
   samples = load_samples(FLAGS.input_dir)
+  if FLAGS.projector:
+    out = export_projector(samples, FLAGS.output_dir or FLAGS.input_dir)
+    print(f"wrote {len(samples['z'])} codes, their metadata and a "
+          f"{out['sprite_size'][0]}x{out['sprite_size'][1]} px sprite "
+          f"({out['thumb']} px thumbnails) to {out['folder']}; view them with: "
+          f"tensorboard --logdir {out['folder']}  (PROJECTOR tab)")
+    return
   out = visualize(samples, FLAGS.output_dir or FLAGS.input_dir, seed=FLAGS.seed,
                   edge_threshold=FLAGS.edge_threshold,
                   sketches_per_component=FLAGS.sketches_per_component)
