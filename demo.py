@@ -17,11 +17,10 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
+from utils.errors import UserError, cli_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
