@@ -19,6 +19,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from utils import quiet  # noqa: E402,F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags  # noqa: E402
 
 from utils.errors import UserError, cli_main  # noqa: E402
