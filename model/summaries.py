@@ -31,8 +31,16 @@ LEVEL_L_TAG = "samples/level_l"
 PI_K_TAG, PI_L_TAG = "hierarchy/pi_k", "hierarchy/pi_l"
 CONFIG_TAG = "config/model_config"
 REF_GRAY = (110, 110, 110)
-THUMB = 96          # px of each sketch in the TensorBoard images
+# TensorBoard shows an image at its own size in a card about 300 px wide
+# (wider ones scroll), so the images are narrow and tall, titled by their
+# description (the card's info icon) rather than by text in the image.
+THUMB = 64          # px of each sketch
 MAX_SIDE = 1600     # px, longest side of an image
+ASPECT = 2.5        # height / width aimed at
+RECON_TEXT = ("A few validation sketches (grey, the same at every validation) "
+              "beside their syntheses from z = the encoder mean, by category.")
+LEVEL_L_TEXT = ("Syntheses from each live level-l unit: k ~ q(k|l), z ~ "
+                "N(mu_k, sigma2_k); the block label gives pi_l and the k drawn.")
 TEMPERATURE = 0.24  # sample.py's default
 SEED = 0
 
@@ -127,9 +135,8 @@ class ValidationSummaries:
       items = [((self.refs[i], REF_GRAY), (syn[i], cat_pal[c]))
                for i in np.flatnonzero(self.labels == c)]
       blocks.append((cats[c], items))
-    recon = contact_sheet.render_pages(
-        blocks, "Validation sketches (grey) and their syntheses from z = m",
-        max_side=MAX_SIDE, cell=THUMB)[0]
+    recon = contact_sheet.render_pages(blocks, max_side=MAX_SIDE, cell=THUMB,
+                                       aspect=ASPECT)[0]
     if not units:
       return np.asarray(recon), None
     unit_pal = palette(self.hps.num_units)
@@ -137,12 +144,11 @@ class ValidationSummaries:
     blocks = []
     for l in units:
       rows = [i for i in range(n, len(owners)) if owners[i][0] == l]
-      blocks.append((f"level-l #{l} (pi_l {pi_l[l]:.2f}), k = "
+      blocks.append((f"l #{l} (pi_l {pi_l[l]:.2f}): k "
                      + ",".join(str(owners[i][1]) for i in rows),
                      [((syn[i], unit_pal[l]),) for i in rows]))
-    level_l = contact_sheet.render_pages(
-        blocks, "Syntheses from each live level-l unit", max_side=MAX_SIDE,
-        cell=THUMB)[0]
+    level_l = contact_sheet.render_pages(blocks, max_side=MAX_SIDE, cell=THUMB,
+                                         aspect=ASPECT)[0]
     return np.asarray(recon), np.asarray(level_l)
 
   def write(self, writer, model, step):
@@ -151,9 +157,11 @@ class ValidationSummaries:
     h = model.hierarchy
     pi_k, pi_l = h.pi_k().numpy(), h.pi_l.numpy()
     with writer.as_default(step=int(step)):
-      tf.summary.image(RECON_TAG, recon[None], max_outputs=1)
+      tf.summary.image(RECON_TAG, recon[None], max_outputs=1,
+                       description=RECON_TEXT)
       if level_l is not None:
-        tf.summary.image(LEVEL_L_TAG, level_l[None], max_outputs=1)
+        tf.summary.image(LEVEL_L_TAG, level_l[None], max_outputs=1,
+                         description=LEVEL_L_TEXT)
       write_index_histogram(PI_K_TAG, pi_k, step,
                             "level-k prior pi_k: bucket [k, k+1) holds pi_k")
       write_index_histogram(PI_L_TAG, pi_l, step,

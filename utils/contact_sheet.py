@@ -44,23 +44,24 @@ def _sheet_height(counts, per_line, cell, top):
 
 
 def choose_width(counts, tiles, cell=CELL, max_side=MAX_SIDE, top=0,
-                 min_width=0):
+                 min_width=0, aspect=ASPECT):
   """(items per line, page width): the fewest items per line that keep a
-  one-page sheet within ASPECT of its width (the most that fit ``max_side``
-  when even that is too high), and no narrower than ``min_width``."""
+  one-page sheet at most ``aspect`` times as high as its lines are wide (the
+  most that fit ``max_side`` when even that is too high), then evened out so
+  that a block's lines are about equally long; the page is at least
+  ``min_width`` wide (its title)."""
   step = _item_width(tiles, cell) + GAP
   max_fit = max(1, (max_side - 2 * MARGIN + GAP) // step)
   width = lambda p: 2 * MARGIN + p * step - GAP
-  lo = 1
-  while lo < max_fit and width(lo) < min(min_width, max_side):
-    lo += 1
-  hi = max(lo, min(max_fit, max([1] + list(counts))))   # no wider than needed
+  hi = min(max_fit, max([1] + list(counts)))   # no wider than the longest block
   chosen = hi
-  for p in range(lo, hi + 1):
-    if _sheet_height(counts, p, cell, top) <= ASPECT * width(p):
+  for p in range(1, hi + 1):
+    if _sheet_height(counts, p, cell, top) <= aspect * width(p):
       chosen = p
       break
-  return chosen, width(chosen)
+  chosen = max([math.ceil(n / math.ceil(n / chosen)) for n in counts if n]
+               or [chosen])
+  return chosen, max(width(chosen), min(int(min_width), max_side))
 
 
 def layout(counts, tiles, per_line, cell=CELL, max_side=MAX_SIDE, top=0):
@@ -99,42 +100,48 @@ def layout(counts, tiles, per_line, cell=CELL, max_side=MAX_SIDE, top=0):
   return pages
 
 
-def _legend_height(draw, width, entries, fnt, legend_title):
+def _legend_height(draw, width, entries, fnt, legend_title, title):
   if not entries:
-    return MARGIN + FONT_SIZE + 10
+    return MARGIN + (FONT_SIZE + 10 if title else 0)
   return (MARGIN + FONT_SIZE + 8 + drawing.draw_legend_row(
       draw, entries, MARGIN, MARGIN, fnt, width - 2 * MARGIN, legend_title)
       + 12)
 
 
 def render_pages(blocks, title="", legend=(), legend_title="", cell=CELL,
-                 max_side=MAX_SIDE):
+                 max_side=MAX_SIDE, aspect=ASPECT):
   """blocks: [(label, [item, ...])] -> list of RGB PIL pages (see module doc).
 
-  legend: [(name, rgb)] colour swatches shown under the title on every page."""
+  legend: [(name, rgb)] colour swatches shown under the title on every page;
+  aspect: the height / width a one-page sheet aims at."""
   tiles = max([len(item) for _, items in blocks for item in items] + [1])
   counts = [len(items) for _, items in blocks]
   fnt, bold = drawing.font(FONT_SIZE), drawing.font(FONT_SIZE, bold=True)
   _, probe = drawing.new_canvas(1, 1)
-  title_w = drawing.text_size(probe, title + " (page 99/99)", bold)[0]
+  title_w = drawing.text_size(probe, title, bold)[0]
   entries = list(legend)
-  min_width = title_w + 2 * MARGIN
+  label_w = max([drawing.text_size(probe, label + " (cont.)", bold)[0]
+                 for label, _ in blocks] + [0])
+  min_width = max(title_w, label_w) + 2 * MARGIN
   if legend_title:
     entries_w = sum(drawing.text_size(probe, n, fnt)[0] + 3 * FONT_SIZE
                     for n, _ in entries)
     min_width = max(min_width, min(entries_w, max_side // 2))
   # The legend height depends on the width (the swatches wrap) and the width
   # on the height: two rounds settle it.
-  top = _legend_height(probe, max_side, entries, fnt, legend_title)
+  top = _legend_height(probe, max_side, entries, fnt, legend_title,
+                       title)
   for _ in range(2):
-    per_line, width = choose_width(counts, tiles, cell, max_side, top, min_width)
-    top = _legend_height(probe, width, entries, fnt, legend_title)
+    per_line, width = choose_width(counts, tiles, cell, max_side, top,
+                                   min_width, aspect)
+    top = _legend_height(probe, width, entries, fnt, legend_title, title)
   pages = layout(counts, tiles, per_line, cell, max_side, top)
   out = []
   for p, page in enumerate(pages):
     img, draw = drawing.new_canvas(width, page["height"])
     head = title + (f" (page {p + 1}/{len(pages)})" if len(pages) > 1 else "")
-    draw.text((MARGIN, MARGIN), head, fill="black", font=bold)
+    if head:
+      draw.text((MARGIN, MARGIN), head, fill="black", font=bold)
     if entries:
       drawing.draw_legend_row(draw, entries, MARGIN, MARGIN + FONT_SIZE + 8,
                               fnt, width - 2 * MARGIN, legend_title)
