@@ -29,7 +29,8 @@ def read_scalars(tb_dir, prefix="train/"):
   files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
                            recursive=True), key=os.path.getmtime)
   for path in files:
-    for event in tf.compat.v1.train.summary_iterator(path):
+    for record in tf.data.TFRecordDataset(path):   # what summary_iterator's
+      event = tf.compat.v1.Event.FromString(record.numpy())   # warning advises
       for value in event.summary.value:
         if not value.tag.startswith(prefix):
           continue
