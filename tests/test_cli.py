@@ -4,7 +4,7 @@ The entry points are the files that call ``app.run`` (benchmarks/run_all.py
 stands for the benchmarks).  Each imports utils.quiet before anything that
 can import TensorFlow, its ``--help`` lists every flag it defines with its
 default, the README's command table lists it, and a real run on CPU prints
-none of TensorFlow's start-up lines on stderr.
+no TensorFlow log line on stderr.
 """
 import ast
 import glob
@@ -118,15 +118,16 @@ def test_help_lists_every_flag_with_its_default():
         assert "(default: " in block, f"{rel}: --{name} shows no default"
 
 
-def test_cli_run_on_cpu_prints_no_tensorflow_startup_lines(tiny_model,
-                                                           tmp_path):
-  """sample.py (TensorFlow imported, devices found, a model run) has a clean
-  stderr; the same start-up with RPCL_TF_LOGS=1 shows TensorFlow's lines,
-  so the check would see them."""
-  _, model_dir, _ = tiny_model
+def test_cli_run_on_cpu_prints_no_tensorflow_lines(tiny_data, tmp_path):
+  """train.py (TensorFlow imported, devices found, steps, a validation, a
+  checkpoint saved) has a clean stderr; the same start-up with
+  RPCL_TF_LOGS=1 shows TensorFlow's lines, so the check would see them."""
+  from tests.conftest import TINY_CATS
   run = subprocess.Popen(
-      [sys.executable, "sample.py", f"--model_dir={model_dir}",
-       f"--output_dir={tmp_path / 'out'}", "--num_per_category=1"],
+      [sys.executable, "train.py", f"--log_root={tmp_path / 'model'}",
+       f"--data_dir={tiny_data}", "--preset=tiny", "--num_steps=2",
+       "--save_every_steps=2", "--hparams=categories=[" + ",".join(TINY_CATS)
+       + "],num_mixture=2"],
       cwd=ROOT, env=_clean_env(), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
   control = subprocess.Popen(
@@ -135,6 +136,7 @@ def test_cli_run_on_cpu_prints_no_tensorflow_startup_lines(tiny_model,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   out, err = run.communicate(timeout=300)
   assert run.returncode == 0, err
+  assert "saved ckpt-2" in err + out
   assert not TF_LINE.search(err), err
   _, control_err = control.communicate(timeout=300)
   assert TF_LINE.search(control_err), control_err

@@ -9,6 +9,10 @@ ERROR line "failed call to cuInit".  This module
 
 * sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless it is set already): C++ INFO and
   WARNING lines after start-up are hidden, errors are shown;
+* drops the Python INFO records of TensorFlow and Keras (the ``tensorflow``
+  logger set to WARNING, and a filter on the ``absl`` logger for records
+  from their files, e.g. the checkpoint saver's "Sharding callback
+  duration"), which absl's handler prints under ``app.run``;
 * installs an import hook: the first ``import tensorflow`` and TensorFlow's
   device discovery (where cuInit runs) happen with file descriptor 2 sent to
   a temporary file, which is then written back to stderr without the
@@ -17,14 +21,19 @@ ERROR line "failed call to cuInit".  This module
 
 ``--verbosity=1`` (absl's debug level, also ``-v 1``) on the command line or
 ``RPCL_TF_LOGS=1`` in the environment turns all of this off, so TensorFlow
-logs as it normally does.  Importing this module never imports TensorFlow.
+logs as it normally does.  Importing this module never imports TensorFlow
+(only absl's logging, before any logger is created, so that loggers get
+absl's class as they would without it).
 """
 import importlib.abc
 import importlib.util
+import logging
 import os
 import re
 import sys
 import tempfile
+
+from absl import logging as absl_logging   # first: it sets the logger class
 
 ENV_VAR = "RPCL_TF_LOGS"
 NOISE = re.compile("|".join([
@@ -132,9 +141,18 @@ class _TensorFlowFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _TensorFlowFinder()
+_LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("tensorflow", "keras"))
+
+
+def _drop_library_info(record):
+  """logging filter: False for INFO/DEBUG records logged from TensorFlow's
+  or Keras's own files (this project logs nothing below WARNING)."""
+  return record.levelno >= logging.WARNING or not any(
+      lib in record.pathname for lib in _LIBRARIES)
 
 
 def uninstall():
+  """Removes the import hook (it removes itself at the first import)."""
   if _FINDER in sys.meta_path:
     sys.meta_path.remove(_FINDER)
 
@@ -145,6 +163,10 @@ def install():
   if verbose() or "tensorflow" in sys.modules:
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  absl_logger = absl_logging.get_absl_logger()
+  if _drop_library_info not in absl_logger.filters:
+    absl_logger.addFilter(_drop_library_info)
   if _FINDER not in sys.meta_path:
     sys.meta_path.insert(0, _FINDER)
 
