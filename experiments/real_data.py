@@ -35,9 +35,9 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app, flags
 
-import sample  # noqa: F401  (defines its flags before ours override them)
 import train
 from experiments import report
+from model import synthesis
 from hparams import get_hparams
 from utils.errors import UserError, cli_main
 from model import model_dir as model_folder
@@ -237,17 +237,18 @@ def share_classifier(model_dir, cache_dir):
 def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
                      classifier_cache, num_per_category, verbose=True):
   """Conditional samples + the four figures + evaluate.py's metrics."""
-  import evaluate  # pylint: disable=import-outside-toplevel
-  import visualization  # pylint: disable=import-outside-toplevel
+  from model import evaluation  # pylint: disable=import-outside-toplevel
+  from utils import figures as figs  # pylint: disable=import-outside-toplevel
+  from utils.samples_file import load_samples  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(vdir, "model")
   samples_dir = os.path.join(vdir, "samples")
-  sample.synthesize(model_dir, samples_dir, data_dir=data_dir,
-                    num_per_category=num_samples, conditional=True, seed=seed,
-                    overwrite=True)
-  figures = visualization.visualize(visualization.load_samples(samples_dir),
-                                    os.path.join(vdir, "figures"), seed=seed)
+  synthesis.synthesize(model_dir, samples_dir, data_dir=data_dir,
+                       num_per_category=num_samples, conditional=True, seed=seed,
+                       overwrite=True)
+  figures = figs.visualize(load_samples(samples_dir),
+                           os.path.join(vdir, "figures"), seed=seed)
   own = share_classifier(model_dir, classifier_cache)
-  result = evaluate.evaluate(
+  result = evaluation.evaluate(
       model_dir, data_dir, samples_dir, os.path.join(vdir, "evaluation.json"),
       classifier_epochs=classifier_epochs,
       classifier_per_category=num_per_category, seed=seed,
@@ -255,7 +256,7 @@ def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
   if not os.path.isdir(classifier_cache) and os.path.isdir(own):
     shutil.copytree(own, classifier_cache)
   if verbose:
-    log("\n" + evaluate.format_table(result))
+    log("\n" + evaluation.format_table(result))
   return result, figures
 
 
@@ -269,8 +270,8 @@ def level_l_samples(vdir, data_dir, seed, per_unit):
   grids = []
   for l in units:
     out = os.path.join(vdir, "level_l", str(l))
-    sample.synthesize(model_dir, out, data_dir=data_dir, level_l=l,
-                      num_per_category=per_unit, seed=seed, overwrite=True)
+    synthesis.synthesize(model_dir, out, data_dir=data_dir, level_l=l,
+                         num_per_category=per_unit, seed=seed, overwrite=True)
     grids.append(os.path.join(out, "grid.png"))
   pi_l = model.hierarchy.pi_l.numpy()
   titles = [f"level-l unit #{l} (pi_l = {pi_l[l]:.3f})" for l in units]

@@ -80,16 +80,16 @@ def test_a_small_sheet_is_one_landscape_page():
 
 
 def test_sample_grid_pages(tmp_path):
-  """sample.write_grid: one page while it fits, grid-2.png, ... after."""
-  import sample
+  """synthesis.write_grid: one page while it fits, grid-2.png, ... after."""
+  from model import synthesis
   white = np.full((48, 48), 255, np.uint8)
   item = ((white, (110, 110, 110)), (white, (0, 0, 255)))
   legend = ("t", [("a", (0, 0, 255))], "colour:")
   (tmp_path / "1").mkdir()
-  assert sample.write_grid(str(tmp_path / "1"), [("a", [item] * 30)],
-                           legend) == ["grid.png"]
+  assert synthesis.write_grid(str(tmp_path / "1"), [("a", [item] * 30)],
+                              legend) == ["grid.png"]
   (tmp_path / "2").mkdir()
-  names = sample.write_grid(str(tmp_path / "2"), [("a", [item] * 1200)], legend)
+  names = synthesis.write_grid(str(tmp_path / "2"), [("a", [item] * 1200)], legend)
   assert names[:2] == ["grid.png", "grid-2.png"] and len(names) >= 3
   from PIL import Image
   for name in names:

@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-import evaluate
-import visualization
+from model import evaluation
 from tests.conftest import ROOT
 from tests.test_classifier import SHAPES, draw_shapes
 from tests.test_visualization import write_samples
+from utils import figures
 from utils.errors import UserError
+from utils.samples_file import load_samples
 
 Post = collections.namedtuple("Post", "label_k label_l")
 PROJ = np.random.default_rng(7).normal(size=(48 * 48, 6)).astype(np.float32)
@@ -45,7 +46,7 @@ def samples_from_refs(tmp_path, images, labels, ref_index, noise=0):
                 categories=np.array(SHAPES),
                 z=np.zeros((n, 8), np.float32), label_k=np.zeros(n, np.int32),
                 label_l=np.zeros(n, np.int32))
-  return visualization.load_samples(str(tmp_path))
+  return load_samples(str(tmp_path))
 
 
 def test_metrics_core_with_exact_references(tmp_path):
@@ -64,9 +65,9 @@ def test_metrics_core_with_exact_references(tmp_path):
     predicted.append(len(imgs))
     return np.zeros(len(imgs), np.int32)                # always "circle"
 
-  r = evaluate.compute_metrics(encode, posteriors, (images, labels), samples,
-                               list(SHAPES), predict=predict,
-                               styles=labels * 10 + styles, batch_size=16)
+  r = evaluation.compute_metrics(encode, posteriors, (images, labels), samples,
+                                 list(SHAPES), predict=predict,
+                                 styles=labels * 10 + styles, batch_size=16)
   assert r["ret"] == {"top1": 1.0, "top10": 1.0, "top50": 1.0}
   assert r["num_ret"] == 30 and predicted == [30]
   assert r["rec"] == pytest.approx(np.mean(labels[ref] == 0))
@@ -84,8 +85,8 @@ def test_retrieval_degrades_with_corrupted_sketches(tmp_path):
   images, labels = make_test_split()
   ref = np.arange(len(labels))
   samples = samples_from_refs(tmp_path, images, labels, ref, noise=0.45)
-  r = evaluate.compute_metrics(encode, lambda z: Post(labels, labels),
-                               (images, labels), samples, list(SHAPES))
+  r = evaluation.compute_metrics(encode, lambda z: Post(labels, labels),
+                                 (images, labels), samples, list(SHAPES))
   assert r["ret"]["top1"] < 0.5 and r["ret"]["top50"] >= r["ret"]["top10"]
   assert "rec" not in r                                 # no classifier given
 
@@ -95,10 +96,10 @@ def test_references_must_come_from_this_test_split(tmp_path):
   samples = samples_from_refs(tmp_path, images, labels, np.arange(10))
   samples["ref_images"] = 255 - samples["ref_images"]
   with pytest.raises(UserError, match="differ from the test split"):
-    evaluate.check_references(samples, images)
+    evaluation.check_references(samples, images)
   samples["ref_index"][0] = len(images)
   with pytest.raises(UserError, match="another data_dir"):
-    evaluate.check_references(samples, images)
+    evaluation.check_references(samples, images)
 
 
 def test_category_targets_map_by_name(tmp_path):
@@ -106,25 +107,25 @@ def test_category_targets_map_by_name(tmp_path):
   samples = samples_from_refs(tmp_path, images, labels, np.array([0, 25, 45]))
   assert labels[[0, 25, 45]].tolist() == [0, 1, 2]
   # the model lists the categories in another order.
-  t = evaluate.category_targets(samples, ["square", "circle", "cross"])
+  t = evaluation.category_targets(samples, ["square", "circle", "cross"])
   assert t.tolist() == [1, 2, 0]
   with pytest.raises(UserError, match="not trained on"):
-    evaluate.category_targets(samples, ["circle", "cross"])
+    evaluation.category_targets(samples, ["circle", "cross"])
 
 
 def test_style_labels(tmp_path):
   labels = np.array([0, 0, 0, 1, 1])
   np.savez(tmp_path / "a_styles.npz", train=np.zeros(9), valid=np.zeros(2),
            test=np.array([1, 0, 1, 7]))
-  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
+  styles, note = evaluation.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
   assert styles is None and "b_styles.npz" in note
   np.savez(tmp_path / "b_styles.npz", train=np.zeros(9), valid=np.zeros(2),
            test=np.array([1, 1]))
-  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
+  styles, note = evaluation.load_style_labels(str(tmp_path), ["a", "b"], labels, 3)
   assert note == "ok"
   # (category, style) pairs: a1 a0 a1 b1 b1 -> three distinct classes.
   assert styles[0] == styles[2] != styles[1] and styles[3] == styles[4] != styles[0]
-  styles, note = evaluate.load_style_labels(str(tmp_path), ["a", "b"], labels, 2)
+  styles, note = evaluation.load_style_labels(str(tmp_path), ["a", "b"], labels, 2)
   assert styles is None and "test split has 3" in note
 
 
@@ -134,7 +135,7 @@ def test_format_table_lists_every_metric():
             "clustering": {"category": {"level_k": {"purity": 1, "nmi": .5, "ari": .25},
                                         "level_l": {"purity": 1, "nmi": 1, "ari": 1}}},
             "live_k": 3, "num_k": 10, "live_l": 2, "num_l": 5}
-  table = evaluate.format_table(result)
+  table = evaluation.format_table(result)
   for text in ("Rec", "0.900", "0.950", "Ret top50", "level_k vs category",
                "0.250", "3/10", "2/5"):
     assert text in table
@@ -160,17 +161,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
   assert "Traceback" not in r.stderr
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(data_dir, model_dir) of a tiny model trained for a few steps."""
-  import train
-  from tests.test_train import make_tiny_dataset, tiny_hps
-  root = tmp_path_factory.mktemp("evaluate_e2e")
-  data_dir = make_tiny_dataset(str(root / "data"))
-  model_dir = str(root / "model")
-  train.train(tiny_hps(), data_dir, model_dir, num_steps=3, save_every_steps=3,
-              verbose=False)
-  return data_dir, model_dir
+@pytest.fixture
+def trained(tiny_model, tmp_path):
+  """(data_dir, model_dir): a copy of the session's tiny model (evaluate
+  caches its classifier in the model folder)."""
+  import shutil
+  data_dir, model_dir, _ = tiny_model
+  copy = str(tmp_path / "model")
+  shutil.copytree(model_dir, copy)
+  return data_dir, copy
 
 
 def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
@@ -194,8 +193,8 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
                 z=np.zeros((12, hps.z_size), np.float32),
                 label_k=np.zeros(12, np.int32), label_l=np.zeros(12, np.int32))
   out = str(tmp_path / "eval.json")
-  r = evaluate.evaluate(model_dir, data_dir, str(tmp_path), out,
-                        classifier_epochs=4, show_progress=False)
+  r = evaluation.evaluate(model_dir, data_dir, str(tmp_path), out,
+                          classifier_epochs=4, show_progress=False)
   assert r["ret"] == {"top1": 1.0, "top10": 1.0, "top50": 1.0}
   assert r["num_ret"] == 12 and r["num_test"] == len(test.labels)
   clf, info = cls.load_classifier(os.path.join(model_dir, "classifier"),
@@ -204,19 +203,20 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
   pred = cls.predict_labels(clf, test.images[ref])
   assert r["rec"] == pytest.approx(np.mean(pred == test.labels[ref]))
   assert 1 <= r["live_k"] <= r["num_k"] == hps.num_components
-  assert r["styles"].startswith("no ")                 # tiny data has no styles
-  assert set(r["clustering"]["category"]) == {"level_k", "level_l"}
+  assert r["styles"] == "ok"              # data.synthetic writes <cat>_styles.npz
+  assert set(r["clustering"]) == {"category", "style"}
+  assert set(r["clustering"]["style"]) == {"level_k", "level_l"}
   saved = json.load(open(out))
   assert saved["ret"] == r["ret"] and saved["rec"] == r["rec"]
 
 
 def test_visualize_sample_py_output(trained, tmp_path):
   """The real samples.npz of sample.py goes through visualization unchanged."""
-  sample = pytest.importorskip("sample")
+  from model import synthesis
   data_dir, model_dir = trained
   out = tmp_path / "samples"
-  sample.synthesize(model_dir, str(out), data_dir=data_dir, num_per_category=4)
-  samples = visualization.load_samples(str(out))
-  paths = visualization.visualize(samples, str(out))
+  synthesis.synthesize(model_dir, str(out), data_dir=data_dir, num_per_category=4)
+  samples = load_samples(str(out))
+  paths = figures.visualize(samples, str(out))
   for path in paths.values():
     assert os.path.getsize(path) > 10000

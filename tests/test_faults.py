@@ -237,7 +237,7 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
   """Ctrl-C while sample.py writes its SVGs: a previous output (with
   --overwrite) is left exactly as it was; a fresh output folder never appears."""
   import svgwrite
-  import visualization
+  from utils.samples_file import load_samples
   data_dir, model_dir, _ = tiny_model
   args = [f"--model_dir={model_dir}", f"--data_dir={data_dir}",
           "--num_per_category=2", "--conditional=False"]
@@ -264,7 +264,7 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
   assert files(out) == before and not fresh.exists()
   assert sorted(os.listdir(tmp_path)) == ["out"]           # no .tmp-* left
   with pytest.raises(UserError, match="not found"):
-    visualization.load_samples(str(fresh))
+    load_samples(str(fresh))
 
 
 def test_seq2png_killed_mid_write_leaves_no_partial_file(tmp_path):

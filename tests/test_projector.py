@@ -11,9 +11,9 @@ from PIL import Image
 
 from tests.conftest import ROOT
 from tests.test_visualization import CATEGORIES, write_samples
-from utils import projector
+from utils import figures, projector
 from utils.errors import UserError
-import visualization
+from utils.samples_file import load_samples
 
 N = 24
 
@@ -26,8 +26,8 @@ def exported(tmp_path_factory):
   ref_index = np.arange(N, dtype=np.int32)
   ref_index[7] = -1
   write_samples(folder, n=N, category=category, ref_index=ref_index)
-  samples = visualization.load_samples(folder)
-  out = visualization.export_projector(samples, folder)
+  samples = load_samples(folder)
+  out = figures.export_projector(samples, folder)
   return samples, out
 
 
@@ -41,7 +41,7 @@ def _config(folder):
 def test_config_parses_and_names_the_files(exported):
   samples, out = exported
   folder = out["folder"]
-  assert folder == os.path.join(os.path.dirname(samples["path"]), "projector")
+  assert folder == os.path.dirname(samples["path"])
   (emb,) = _config(folder).embeddings
   assert list(emb.tensor_shape) == [N, 8]
   for rel in (emb.tensor_path, emb.metadata_path, emb.sprite.image_path):
@@ -79,7 +79,7 @@ def test_sprite_is_a_square_grid_of_the_tinted_sketches(exported):
                                               projector.SPRITE_NAME)))
   thumb, cols = out["thumb"], int(np.ceil(np.sqrt(N)))
   assert thumb == projector.THUMB and sprite.shape == (cols * thumb, cols * thumb, 3)
-  colours = visualization.category_colours(samples)
+  colours = figures.category_colours(samples)
   for i in (0, 5, N - 1):
     y, x = (i // cols) * thumb, (i % cols) * thumb
     want = np.asarray(thumbnail(samples["images"][i], thumb, colours[i]))
@@ -109,8 +109,20 @@ def test_cli_prints_the_tensorboard_command(exported, tmp_path):
        f"--output_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
       text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  folder = os.path.join(str(tmp_path), "projector")
-  assert f"tensorboard --logdir {folder}" in proc.stdout
-  assert sorted(f for f in os.listdir(folder) if not f.startswith(".")) == \
-      sorted(projector.FILES)
-  assert not os.path.exists(os.path.join(str(tmp_path), "result.jpg"))
+  assert f"tensorboard --logdir {tmp_path}" in proc.stdout
+  assert sorted(f for f in os.listdir(tmp_path) if not f.startswith(".")) == \
+      sorted(projector.FILES)                      # and no figures (no t-SNE)
+
+
+def test_sample_overwrite_replaces_a_folder_with_projector_files(
+    tiny_model, tmp_path):
+  """The projector files are recorded in the samples folder's manifest, so
+  sample.py --overwrite may replace the folder (and drops them)."""
+  import sample
+  data_dir, model_dir, _ = tiny_model
+  out = str(tmp_path / "s")
+  sample.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3)
+  figures.export_projector(load_samples(out), out)
+  sample.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3,
+                    overwrite=True)
+  assert not os.path.exists(os.path.join(out, projector.CONFIG_NAME))

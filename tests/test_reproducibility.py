@@ -6,7 +6,7 @@ Run 1 is the session's tiny model (tests/conftest.py: train.train in this
 pytest process, seed 0, every step logged to tb/).  Run 2 repeats it as a real
 ``python train.py`` process with another PYTHONHASHSEED, through a small
 driver that records, without changing anything, the digest of every training
-batch BatchMaker builds, then samples with sample.synthesize.  Batches are
+batch BatchMaker builds, then samples with model.synthesis.synthesize.  Batches are
 compared with a third, in-process BatchMaker (and another seed must differ).
 """
 import hashlib
@@ -48,10 +48,10 @@ try:
   runpy.run_path(os.path.join(os.environ["PYTHONPATH"], "train.py"), run_name="__main__")
 except SystemExit as e:
   assert not e.code, e.code
-import sample
+from model import synthesis
 log_root = [a for a in args if a.startswith("--log_root=")][0].split("=", 1)[1]
-sample.synthesize(log_root, out_path + ".samples", num_per_category=3,
-                  seed=int(os.environ["SAMPLE_SEED"]))
+synthesis.synthesize(log_root, out_path + ".samples", num_per_category=3,
+                     seed=int(os.environ["SAMPLE_SEED"]))
 json.dump(batches, open(out_path, "w"))
 """
 
@@ -144,9 +144,9 @@ def test_same_seed_same_batches_in_both_processes(tiny_model, rerun):
 
 def test_same_seed_same_sketches(tiny_model, rerun, tmp_path):
   """sample.py (conditional: references, encoder, decoder) in both processes."""
-  import sample
-  sample.synthesize(tiny_model[1], str(tmp_path / "s"), num_per_category=3,
-                    seed=SAMPLE_SEED)
+  from model import synthesis
+  synthesis.synthesize(tiny_model[1], str(tmp_path / "s"), num_per_category=3,
+                       seed=SAMPLE_SEED)
   out = []
   for folder in (str(tmp_path / "s"), rerun[2]):
     with np.load(os.path.join(folder, "samples.npz"), allow_pickle=True) as f:

@@ -2,8 +2,8 @@
 bad-input catalogue (exit 2, one line, nothing written).
 
 The tiny model is the session's (tests/conftest.py: tiny_model, trained a few
-steps by train.train on a tiny data.synthetic dataset); most runs call sample.synthesize / sample.main in
-process, a few go through a real subprocess.
+steps by train.train on a tiny data.synthetic dataset); most runs call model.synthesis.synthesize or run sample.py
+in process, a few go through a real subprocess.
 """
 import json
 import os
@@ -30,11 +30,11 @@ def trained(tiny_model):
 
 
 def run(trained, out, **kw):
-  import sample
+  from model import synthesis
   data_dir, model_dir, _ = trained
   kw.setdefault("data_dir", data_dir)
   kw.setdefault("num_per_category", N)
-  return sample.synthesize(model_dir, str(out), **kw)
+  return synthesis.synthesize(model_dir, str(out), **kw)
 
 
 def load(out):
@@ -92,7 +92,7 @@ def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
 
 
 def test_same_seed_same_sketches(trained, conditional, tmp_path):
-  import sample
+  from model import synthesis
   run(trained, tmp_path / "again", seed=3)
   a, b = load(conditional[0]), load(tmp_path / "again")
   assert len(a["strokes"]) == len(b["strokes"])
@@ -100,7 +100,7 @@ def test_same_seed_same_sketches(trained, conditional, tmp_path):
   for key in ("z", "ref_index", "images"):
     np.testing.assert_array_equal(a[key], b[key])
   labels = np.repeat([0, 1], 16)
-  picks = [sample.pick_references(labels, [0, 1], N, seed) for seed in (3, 3, 4)]
+  picks = [synthesis.pick_references(labels, [0, 1], N, seed) for seed in (3, 3, 4)]
   np.testing.assert_array_equal(picks[0], picks[1])
   np.testing.assert_array_equal(picks[0], a["ref_index"])
   assert not np.array_equal(picks[0], picks[2])
@@ -157,15 +157,11 @@ def test_old_config_with_missing_fields_still_samples(trained, tmp_path):
 
 # --- bad input: one line on stderr, exit 2, nothing written ------------------
 
-def in_process(args, capsys):
-  """sample.main through absl flag parsing and cli_main, in this process."""
-  import sample
-  from absl import flags
-  flags.FLAGS.unparse_flags()
-  argv = flags.FLAGS(["sample.py"] + args)
-  with pytest.raises(SystemExit) as exit_info:
-    sample.main(argv)
-  return exit_info.value.code, capsys.readouterr().err
+def in_process(args):
+  """sample.py through absl flag parsing and cli_main, in this process."""
+  from tests.cli_harness import run_in_process
+  code, _, err = run_in_process("sample.py", args)
+  return code, err
 
 
 def bad_cases(trained, tmp_path):
@@ -198,11 +194,11 @@ def bad_cases(trained, tmp_path):
   }
 
 
-def test_bad_input_in_process(trained, tmp_path, capsys):
+def test_bad_input_in_process(trained, tmp_path):
   cases = bad_cases(trained, tmp_path)
   for name, (args, pattern) in cases.items():
     out = tmp_path / f"out_{name}"
-    code, err = in_process(args + [f"--output_dir={out}"], capsys)
+    code, err = in_process(args + [f"--output_dir={out}"])
     assert code == 2, name
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)

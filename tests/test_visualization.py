@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 from tests.conftest import ROOT
 from utils.errors import UserError
 from utils.tree_figure import tree_structure
-import visualization
+from utils import figures
+from utils.samples_file import load_samples
 
 CATEGORIES = ["circle", "square"]
 
@@ -70,9 +71,9 @@ def test_tree_structure_prunes_dead_and_keeps_every_live_component():
 
 def test_visualize_writes_four_sensible_images(tmp_path):
   write_samples(str(tmp_path))
-  samples = visualization.load_samples(str(tmp_path))
+  samples = load_samples(str(tmp_path))
   assert samples["categories"] == CATEGORIES and len(samples["z"]) == 24
-  out = visualization.visualize(samples, str(tmp_path / "figs"), seed=0)
+  out = figures.visualize(samples, str(tmp_path / "figs"), seed=0)
   assert sorted(out) == ["level_k", "level_l", "result", "tree"]
   sizes = {}
   for name, path in out.items():
@@ -94,11 +95,11 @@ def test_visualize_writes_four_sensible_images(tmp_path):
 
 def test_result_places_sketches_in_category_colour(tmp_path):
   write_samples(str(tmp_path))
-  samples = visualization.load_samples(str(tmp_path))
+  samples = load_samples(str(tmp_path))
   xy = np.array([[0, 0], [1, 1]] * 12, float) + np.arange(24)[:, None] * 1e-3
-  path = visualization.draw_result(xy, samples, str(tmp_path / "r.jpg"))
+  path = figures.draw_result(xy, samples, str(tmp_path / "r.jpg"))
   rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
-  blue, orange = visualization.category_colours(samples)[:2]
+  blue, orange = figures.category_colours(samples)[:2]
   # circles (category 0) sit at the top-left, squares at the bottom-right;
   # the legend (top-left corner) is excluded.
   top_left, bottom_right = rgb[150:800, :900], rgb[-700:, -900:]  # below legend
@@ -110,24 +111,24 @@ def test_result_places_sketches_in_category_colour(tmp_path):
 
 def test_load_samples_rejects_bad_files(tmp_path):
   with pytest.raises(UserError, match="not found"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
   (tmp_path / "samples.npz").write_bytes(b"")
   with pytest.raises(UserError, match="is empty"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
   (tmp_path / "samples.npz").write_bytes(b"PK\x03\x04 truncated")
   with pytest.raises(UserError, match="not a readable npz"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
   write_samples(str(tmp_path), z=None)
   with pytest.raises(UserError, match="lacks keys"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
   write_samples(str(tmp_path), label_k=np.full(24, 6, np.int32))
   with pytest.raises(UserError, match="'label_k'"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
   z = np.zeros((24, 8), np.float32)
   z[3, 1] = np.nan
   write_samples(str(tmp_path), z=z)
   with pytest.raises(UserError, match="'z'.*finite"):
-    visualization.load_samples(str(tmp_path))
+    load_samples(str(tmp_path))
 
 
 def _run_cli(*args):
@@ -161,8 +162,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
 def test_snap_to_grid_gives_distinct_cells_near_positions():
   rng = np.random.default_rng(0)
   pos = np.concatenate([rng.normal(0.1, 0.02, (30, 2)), rng.normal(0.9, 0.02, (30, 2))])
-  cells = visualization.snap_to_grid(np.clip(pos, 0, 1), 20, 15)
+  cells = figures.snap_to_grid(np.clip(pos, 0, 1), 20, 15)
   assert len({tuple(c) for c in cells}) == 60                 # no two share a cell
   assert cells[:30, 0].max() < cells[30:, 0].min()           # clusters stay apart
   assert cells[:30, 1].max() < cells[30:, 1].min()
-  assert visualization.snap_to_grid(pos, 5, 5) is None        # grid too small
+  assert figures.snap_to_grid(pos, 5, 5) is None        # grid too small

@@ -130,7 +130,7 @@ def _title_lines(units, live_l, live_k, edge_threshold):
 
 def draw_tree(samples, colours, path, seed=0, edge_threshold=0.05,
               per_component=4):
-  """Draws tree.jpg for ``samples`` (visualization.load_samples) -> path."""
+  """Draws tree.jpg for ``samples`` (utils.samples_file.load_samples) -> path."""
   units, live_l, live_k = tree_structure(samples["pi_l"], samples["pi_k"],
                                          samples["q_kl"], edge_threshold)
   rng = np.random.default_rng(seed)
