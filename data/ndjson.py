@@ -98,6 +98,8 @@ def parse_line(line, recognized_only=False):
     obj = json.loads(line)
   except ValueError as e:   # json.JSONDecodeError, or bad UTF-8 surrogates
     return "malformed", f"not JSON ({getattr(e, 'msg', str(e))[:60]})"
+  except RecursionError:
+    return "malformed", "not JSON (nested too deeply)"
   if not isinstance(obj, dict) or not isinstance(obj.get("drawing"), list):
     return "malformed", 'no "drawing" list'
   if recognized_only and obj.get("recognized") is not True:
@@ -286,6 +288,8 @@ def convert(inputs, out_dir, categories=None, recognized_only=False, max_len=0,
     raise UserError(f"two inputs would both write {categories!r}: name them "
                     f"with --categories")
   for path in inputs:
+    if os.path.isdir(path):
+      raise UserError(f"--input {path!r} is a folder, expected an .ndjson file")
     if not os.path.isfile(path):
       raise UserError(f"--input {path!r} does not exist")
   if min(sizes) < 0 or sum(sizes) == 0:

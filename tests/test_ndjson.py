@@ -146,6 +146,7 @@ BAD_LINES = {
     '{"drawing": [[[NaN, 2], [3, 4]]]}': "non-finite",
     '{"drawing": [[[1, 2], [3, 4]], [[1, 2], [3, 4], [0, 1]]]}': "mixes raw",
     '{"drawing": [[[1, 20000], [3, 4]]]}': "beyond",
+    "[" * 100000: "nested too deeply",
 }
 
 
@@ -253,9 +254,14 @@ def test_cli_output_loads_like_a_sketchrnn_file(tmp_path):
     (["--input=bad.ndjson", "--out_dir=out"], "none of its 2 lines"),
     (["--input=bad.ndjson", "--out_dir=out", "--categories=a,b"],
      "one name per file"),
+    (["--input=cut.ndjson.gz", "--out_dir=out"], "truncated or corrupt gzip"),
+    (["--input=.", "--out_dir=out"], "is a folder"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
   write_ndjson(str(tmp_path / "bad.ndjson"), ["{", "nope"])
+  lines = drawing_lines(50, np.random.default_rng(4))
+  with open(write_ndjson(str(tmp_path / "cut.ndjson.gz"), lines), "r+b") as f:
+    f.truncate(os.path.getsize(f.name) // 2)
   proc = subprocess.run([sys.executable, "-m", "data.ndjson"] + args,
                         cwd=tmp_path, capture_output=True, text=True,
                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
@@ -264,4 +270,5 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
   errors = [line for line in lines if line.startswith("error: ")]
   assert errors == lines[-1:] and message in errors[0], proc.stderr
   assert "Traceback" not in proc.stderr
-  assert not os.path.exists(tmp_path / "out" / "bad.npz")
+  out = tmp_path / "out"
+  assert not out.exists() or not [n for n in os.listdir(out) if ".npz" in n]
