@@ -118,11 +118,11 @@ def test_sample_overwrite_replaces_a_folder_with_projector_files(
     tiny_model, tmp_path):
   """The projector files are recorded in the samples folder's manifest, so
   sample.py --overwrite may replace the folder (and drops them)."""
-  import sample
+  from model import synthesis
   data_dir, model_dir, _ = tiny_model
   out = str(tmp_path / "s")
-  sample.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3)
+  synthesis.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3)
   figures.export_projector(load_samples(out), out)
-  sample.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3,
-                    overwrite=True)
+  synthesis.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3,
+                       overwrite=True)
   assert not os.path.exists(os.path.join(out, projector.CONFIG_NAME))
