@@ -19,41 +19,34 @@ from model import synthesis  # no TensorFlow until synthesize() loads the model
 from utils.errors import UserError, cli_main
 
 FLAGS = flags.FLAGS
-# Names like data_dir / output_dir / seed are also defined by the other CLIs;
-# overriding lets tests import several CLI modules in one process.
-_SHARED = dict(allow_override=True)
 flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json + "
-                    "checkpoint), the --log_root of train.py.", **_SHARED)
+                    "checkpoint), the --log_root of train.py.")
 flags.DEFINE_string("output_dir", "outputs/samples", "Where to write the samples "
-                    "(visualization.py reads this folder by default).", **_SHARED)
+                    "(visualization.py reads this folder by default).")
 flags.DEFINE_string("data_dir", None, "Data folder for reference sketches; default: "
-                    "the one recorded by train.py in the model folder.", **_SHARED)
+                    "the one recorded by train.py in the model folder.")
 flags.DEFINE_integer("num_per_category", 10, "Sketches per category (conditional / "
-                     "unconditional) or per requested component / analogy.", **_SHARED)
+                     "unconditional) or per requested component / analogy.")
 flags.DEFINE_boolean("conditional", True, "Codes from test-split references (True) "
-                     "or z ~ N(0, I) (False).", **_SHARED)
-flags.DEFINE_float("temperature", 0.24, "Sampling temperature tau > 0.",
-                   **_SHARED)
+                     "or z ~ N(0, I) (False).")
+flags.DEFINE_float("temperature", 0.24, "Sampling temperature tau > 0.")
 flags.DEFINE_boolean("greedy", False,
-                     "Argmax mixture / mean offsets / argmax pen.", **_SHARED)
+                     "Argmax mixture / mean offsets / argmax pen.")
 flags.DEFINE_integer("seed", 0,
-                     "Seed of references, codes and decoding noise.", **_SHARED)
-flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.",
-                     **_SHARED)
-flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.",
-                     **_SHARED)
+                     "Seed of references, codes and decoding noise.")
+flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.")
+flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.")
 flags.DEFINE_string("analogy", None,
-                    "A,B,C: test indices; decode z_C + (z_B - z_A).", **_SHARED)
+                    "A,B,C: test indices; decode z_C + (z_B - z_A).")
 flags.DEFINE_string("interpolate", None,
-                    "A,B: test indices; decode codes between.", **_SHARED)
-flags.DEFINE_integer("steps", 8, "Number of codes for --interpolate (>= 2).",
-                     **_SHARED)
+                    "A,B: test indices; decode codes between.")
+flags.DEFINE_integer("steps", 8, "Number of codes for --interpolate (>= 2).")
 flags.DEFINE_list("categories", None,
-                  "Conditional mode: only these categories.", **_SHARED)
+                  "Conditional mode: only these categories.")
 flags.DEFINE_integer("max_len", 0,
-                     "Longest sketch in points (0: max_seq_len).", **_SHARED)
+                     "Longest sketch in points (0: max_seq_len).")
 flags.DEFINE_boolean("overwrite", False,
-                     "Replace an existing non-empty output_dir.", **_SHARED)
+                     "Replace an existing non-empty output_dir.")
 
 
 @cli_main

@@ -34,21 +34,20 @@ from absl import app, flags
 from utils.errors import UserError, cli_main
 
 FLAGS = flags.FLAGS
-_SHARED = dict(allow_override=True)
-flags.DEFINE_string("checkpoint", None, "The release's checkpoint folder (its "
-                    "--log_root) or a checkpoint prefix such as DIR/vector-12.",
-                    **_SHARED)
-flags.DEFINE_string("out_dir", None, "New model folder to write "
-                    "(model_config.json + checkpoint).", **_SHARED)
-flags.DEFINE_string("config", None, "The release's model_config.json; default: "
-                    "the one in the checkpoint's folder, if any.", **_SHARED)
-flags.DEFINE_string("hparams", "", "Overrides applied last, e.g. "
-                    "'max_seq_len=130'.", **_SHARED)
-flags.DEFINE_string("data_dir", None, "Training data of the checkpoint: gives "
-                    "scale_factor (and max_seq_len if unknown), recorded for "
-                    "sample.py / evaluate.py.", **_SHARED)
-flags.DEFINE_boolean("optimizer", True, "Also import the Adam state, when the "
-                     "checkpoint has it (to continue training).", **_SHARED)
+if __name__ == "__main__":   # importing this module defines no flag
+  flags.DEFINE_string("checkpoint", None, "The release's checkpoint folder (its "
+                      "--log_root) or a checkpoint prefix such as DIR/vector-12.")
+  flags.DEFINE_string("out_dir", None, "New model folder to write "
+                      "(model_config.json + checkpoint).")
+  flags.DEFINE_string("config", None, "The release's model_config.json; default: "
+                      "the one in the checkpoint's folder, if any.")
+  flags.DEFINE_string("hparams", "", "Overrides applied last, e.g. "
+                      "'max_seq_len=130'.")
+  flags.DEFINE_string("data_dir", None, "Training data of the checkpoint: gives "
+                      "scale_factor (and max_seq_len if unknown), recorded for "
+                      "sample.py / evaluate.py.")
+  flags.DEFINE_boolean("optimizer", True, "Also import the Adam state, when the "
+                       "checkpoint has it (to continue training).")
 
 RELEASE_ONLY_KEYS = ("num_layer_j", "num_layer_i", "de_weight")
 POWER_NAMES = ("beta1_power", "beta2_power")

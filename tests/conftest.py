@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 # The shared tiny model: data.synthetic categories and split sizes per category.
 TINY_CATS = ["fish", "house"]
 TINY_SIZES = (32, 8, 16)
-TINY_STEPS = 6   # trained by train.train(seed=0, save_every_steps=3, log_every=1)
+TINY_STEPS = 6   # trained by model.training.train(seed=0, save_every_steps=3, log_every=1)
 
 
 @pytest.fixture(scope="session")
@@ -70,21 +70,21 @@ def tiny_model(tiny_data, tmp_path_factory):
   """(data_dir, model_dir, dead_dir), built once per test session.
 
   data_dir: tiny_data (data.synthetic fish/house, TINY_SIZES); model_dir: the
-  tiny preset (num_mixture=2, K=4) trained TINY_STEPS steps by train.train
+  tiny preset (num_mixture=2, K=4) trained TINY_STEPS steps by model.training.train
   (tb/ has every step's losses; test_reproducibility repeats it); dead_dir:
   the same model with level-k component #3 made dead (q(3|l) ~ 0).  Shared by
   several test files: never write into these folders (copy them first).
   """
   import shutil
-  import train
+  from model.training import train
   from hparams import CONFIG_NAME, get_hparams
   from model.checkpoint import CheckpointState, load_trained
   root = tmp_path_factory.mktemp("tiny_model")
   data_dir = tiny_data
   model_dir = str(root / "model")
   hps = get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2")
-  train.train(hps, data_dir, model_dir, num_steps=TINY_STEPS, save_every_steps=3,
-              log_every=1, verbose=False)
+  train(hps, data_dir, model_dir, num_steps=TINY_STEPS, save_every_steps=3,
+        log_every=1, verbose=False)
   dead_dir = str(root / "dead")
   os.makedirs(dead_dir)
   shutil.copy(os.path.join(model_dir, CONFIG_NAME), dead_dir)

@@ -121,14 +121,14 @@ ports, index, log_root, data_dir = sys.argv[1:5]
 os.environ["TF_CONFIG"] = json.dumps({
     "cluster": {"worker": ["127.0.0.1:" + p for p in ports.split(",")]},
     "task": {"type": "worker", "index": int(index)}})
-import train
+from model import training
 from model.distribute import model_fingerprint
 from tests.test_train import tiny_hps
 # The real distributed validation runs, but its criterion is replaced by a
 # fixed sequence (improve, miss, improve) so that both the save and the
 # restore-on-miss paths run whatever a tiny model's loss does.
 forced = iter([3.0, 4.0, 2.0])
-init = train._Loop.__init__
+init = training._Loop.__init__
 def patched(self, *args, **kwargs):
   init(self, *args, **kwargs)
   real = self.validate_fn
@@ -136,9 +136,9 @@ def patched(self, *args, **kwargs):
     out = real(model, name)
     return dict(out, lil=next(forced)) if name == "valid" else out
   self.validate_fn = validate
-train._Loop.__init__ = patched
-out = train.train(tiny_hps(patience=5), data_dir, log_root, num_steps=4,
-                  save_every_steps=2, strategy="multi_worker")
+training._Loop.__init__ = patched
+out = training.train(tiny_hps(patience=5), data_dir, log_root, num_steps=4,
+                     save_every_steps=2, strategy="multi_worker")
 print("RESULT " + json.dumps(dict(
     step=out["step"], history=out["history"],
     fingerprint=model_fingerprint(out["model"], True).tolist())))

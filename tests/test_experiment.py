@@ -60,7 +60,7 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(source, tmp_path_factory):
-  from experiments.real_data import run_experiment
+  from experiments.ablation import run_experiment
   data_dir, cats = source
   work = str(tmp_path_factory.mktemp("exp_work"))
   before = sorted(os.listdir(data_dir))
@@ -114,7 +114,7 @@ def test_live_curves_and_figures(run):
 
 
 def test_rerun_reuses_trained_variants(run):
-  from experiments.real_data import train_variant
+  from experiments.ablation import train_variant
   work, *_ = run
   stamp = os.path.getmtime(os.path.join(work, "full", "train_summary.json"))
   summary = train_variant(None, None, os.path.join(work, "full"), 4, 0)
@@ -125,7 +125,7 @@ def test_rerun_reuses_trained_variants(run):
 def test_read_live_counts_from_event_file(tmp_path):
   import tensorflow as tf
   from experiments.report import read_live_counts
-  from train import write_scalars
+  from model.training import write_scalars
   writer = tf.summary.create_file_writer(str(tmp_path))
   write_scalars(writer, "train", {"num_live_k": 4.0,
                                   "pi_l": [0.5, 0.45, 0.05, 0.0]}, 10)
@@ -155,7 +155,7 @@ def test_results_markdown_columns():
 
 
 def test_bad_inputs(tmp_path, source):
-  from experiments.real_data import base_hparams, run_experiment
+  from experiments.ablation import base_hparams, run_experiment
   data_dir, cats = source
   with pytest.raises(UserError, match="variants"):
     run_experiment(str(tmp_path), data_dir, cats, variants=["full", "nope"])

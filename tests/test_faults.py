@@ -162,7 +162,7 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
   """Inf strokes in one batch, NaN images in another, a NaN loss three times
   in a row: each step is skipped and logged, the third restores the last
   checkpoint, the run reaches num_steps with finite weights and hierarchy."""
-  import train
+  from model import training
   from data import pipeline
   from model.checkpoint import load_trained
   real_batch = pipeline.BatchMaker.batch
@@ -186,8 +186,8 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
     calls.append(name)
     return {"lil": -float(len(calls))}
 
-  out = train.train(hps, tiny_model[0], str(tmp_path), num_steps=12,
-                    save_every_steps=4, validate_fn=improving)
+  out = training.train(hps, tiny_model[0], str(tmp_path), num_steps=12,
+                       save_every_steps=4, validate_fn=improving)
   log = capsys.readouterr().err
   assert out["step"] == 12 and out["stop_reason"] == "num_steps"
   assert out["nonfinite_skips"] == 5 and sum(watched_steps) == 5

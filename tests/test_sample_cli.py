@@ -2,7 +2,7 @@
 bad-input catalogue (exit 2, one line, nothing written).
 
 The tiny model is the session's (tests/conftest.py: tiny_model, trained a few
-steps by train.train on a tiny data.synthetic dataset); most runs call model.synthesis.synthesize or run sample.py
+steps by model.training.train on a tiny data.synthetic dataset); most runs call model.synthesis.synthesize or run sample.py
 in process, a few go through a real subprocess.
 """
 import json

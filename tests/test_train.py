@@ -188,7 +188,7 @@ def _hierarchy(model):
 
 def test_resume_continues_at_saved_step(data_dir, tmp_path):
   from model.checkpoint import load_trained
-  from train import train
+  from model.training import train
   root = str(tmp_path / "run")
   better = iter([10.0, 9.0])   # both validations improve: no restore-on-miss
   first = train(tiny_hps(), data_dir, root, num_steps=12, save_every_steps=6,
@@ -219,7 +219,7 @@ def test_resume_continues_at_saved_step(data_dir, tmp_path):
 
 def test_restore_on_miss_and_early_stopping(data_dir, tmp_path):
   """Forced validation sequence: improve, improve, miss, miss -> stop (patience 2)."""
-  from train import train
+  from model.training import train
   root = str(tmp_path / "run")
   forced = iter([5.0, 4.0, 4.5, 4.0])
   snapshots = {}

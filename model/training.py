@@ -1,0 +1,337 @@
+"""The training loop of train.py (method.md §4-§5).
+
+:func:`train` checks the locations, hparams and data before it creates
+anything, then runs :class:`_Loop`: epochs of compiled train steps (one
+device or tf.distribute, model/distribute.py), validation every
+``save_every`` epochs (or ``save_every_steps`` steps) with z = m, no dropout
+and the masked pen loss, the criterion being the stroke loss (lil).
+Improved: a checkpoint is saved and the test-split losses are reported.  Not
+improved: the last checkpoint is restored (weights, optimiser, hierarchy,
+step) and a miss is counted; training stops after ``patience`` consecutive
+misses or at ``num_steps``.  A step whose loss or gradients are not finite is
+skipped inside the compiled step; NONFINITE_RESTORE_AFTER in a row restore
+the last checkpoint.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from hparams import CONFIG_NAME, load_config, save_config
+from model import model_dir
+from utils import ownership
+from utils.errors import UserError
+from utils.io import check_writable, ensure_dir
+from utils.progress import Progress
+
+# hparams a resumed run may change; the computed ones are filled from data.
+RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile")
+COMPUTED_KEYS = {"max_seq_len": -1, "scale_factor": 0.0}
+NONFINITE_RESTORE_AFTER = 3    # consecutive skipped steps -> restore checkpoint
+NONFINITE_GIVE_UP = 12         # consecutive skipped steps -> stop with an error
+NO_DATA_HINT = ("--data_dir is required: make a dataset with `python -m "
+                "data.synthetic --out_dir datasets/synthetic` (no download) or "
+                "fetch QuickDraw with `python -m data.quickdraw --categories "
+                "bee,bus --out_dir datasets/quickdraw`, then pass --data_dir")
+
+
+def log(msg, verbose=True):
+  if verbose:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def config_conflicts(stored, requested, keys=None):
+  """Keys (of ``keys``, default all) whose requested value differs from the
+  stored config, ignoring resumable keys and not-yet-computed values."""
+  keys = sorted(stored.to_dict()) if keys is None else sorted(set(keys))
+  out = []
+  for key in keys:
+    want, have = getattr(requested, key), getattr(stored, key)
+    if key in RESUMABLE_KEYS or want == have:
+      continue
+    if key in COMPUTED_KEYS and want == COMPUTED_KEYS[key]:
+      continue
+    out.append(f"{key}={want!r} (stored {have!r})")
+  return out
+
+
+def has_run(log_root):
+  import tensorflow as tf
+  return os.path.isdir(log_root) and (
+      tf.train.latest_checkpoint(log_root) is not None
+      or os.path.exists(os.path.join(log_root, CONFIG_NAME)))
+
+
+def check_locations(log_root, data_dir):
+  """Refuses a --log_root that is, contains or lies inside --data_dir, or
+  that cannot be created -- before anything is read or written."""
+  ownership.refuse_overlap("--log_root", log_root, [("--data_dir", data_dir)])
+  if os.path.lexists(log_root) and not os.path.isdir(log_root):
+    raise UserError(f"--log_root={log_root!r} is a file, expected a folder")
+  check_writable(log_root, "--log_root")
+
+
+def prepare_hps(hps, log_root, resume, overwrite):
+  """The hparams of the run: the stored config when resuming (refusing
+  conflicts), else ``hps`` after making sure no run is overwritten silently."""
+  config_path = os.path.join(log_root, CONFIG_NAME)
+  if resume:
+    if not os.path.exists(config_path):
+      raise UserError(f"--resume_training: no {CONFIG_NAME} in --log_root="
+                      f"{log_root!r}, nothing to resume (drop the flag to start)")
+    stored = load_config(config_path)
+    conflicts = config_conflicts(stored, hps)
+    if conflicts:
+      raise UserError(f"--resume_training: hparams conflict with {config_path}: "
+                      f"{', '.join(conflicts)}; drop them or use a new --log_root")
+    return stored.replace(**{k: getattr(hps, k) for k in RESUMABLE_KEYS})
+  if has_run(log_root):
+    if not overwrite:
+      raise UserError(f"--log_root={log_root!r} already holds a run: pass "
+                      f"--resume_training=True to continue it, --overwrite to "
+                      f"start afresh, or choose another --log_root")
+    model_dir.check_clearable(log_root)
+  return hps
+
+
+def evaluate_split(model, split, hps, eval_fn=None, distribute=None):
+  """Example-weighted means of the eval_step losses over a whole split
+  (``distribute``: Distribution.dataset, with its eval_fn)."""
+  from data.pipeline import make_dataset
+  from model.rpcl_model import LOSS_KEYS
+  eval_fn = eval_fn or model.compiled_eval_step()
+  sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0.0
+  dataset = make_dataset(split, hps, hps.max_seq_len, training=False, seed=0)
+  for batch in (distribute or (lambda ds: ds))(dataset):
+    out = eval_fn(batch)
+    n = float(out["count"])
+    for k in LOSS_KEYS:
+      sums[k] += float(out[k]) * n
+    count += n
+  return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+
+def _fmt(values, keys=("lil", "pen", "de", "gau", "ij")):
+  return " ".join(f"{k} {float(values[k]):.4f}" for k in keys if k in values)
+
+
+def write_scalars(writer, prefix, values, step):
+  """TensorBoard scalars ``prefix/key`` (vectors as ``prefix/key/i``).
+
+  Written with ``tf.summary.scalar`` (tensorboard is a dependency)."""
+  import tensorflow as tf
+  with writer.as_default(step=int(step)):
+    for k, v in values.items():
+      v = np.asarray(v, np.float32)
+      names = ([f"{prefix}/{k}"] if v.ndim == 0 else
+               [f"{prefix}/{k}/{i}" for i in range(v.size)])
+      for name, x in zip(names, v.reshape(-1)):
+        tf.summary.scalar(name, x)
+
+
+class _Loop:
+  """Host side of training: epochs, validation, restore-on-miss, NaN policy."""
+
+  def __init__(self, model, state, data, hps, log_root, seed, validate_fn,
+               save_every_steps, max_epochs, log_every, verbose, dist,
+               summaries=None):
+    self.model, self.state, self.data, self.hps = model, state, data, hps
+    self.summaries = summaries   # model/summaries.py: images at validation
+    self.dist = dist
+    self.validate_fn = validate_fn or (
+        lambda m, name: evaluate_split(m, data.splits[name], hps,
+                                       dist.eval_fn(m), dist.dataset))
+    self.save_every_steps, self.max_epochs = save_every_steps, max_epochs
+    self.log_every, self.verbose, self.seed = max(1, log_every), verbose, seed
+    self.writer = dist.summary_writer(log_root)
+    self.epoch = int(state.epoch.numpy())
+    self.misses, self.skips, self.nonfinite_run = 0, 0, 0
+    self.stuck_at, self.stuck_skips = -1, 0   # see on_nonfinite
+    self.best = float(state.best_loss.numpy())
+    self.valid, self.test, self.stop = None, None, None
+    self.history = []   # (step, valid lil, improved)
+    self.train_time, self.timed_steps = 0.0, 0
+
+  @property
+  def step(self):
+    return int(self.model.global_step.numpy())
+
+  def validate(self):
+    """method.md §5: improved -> save + test losses; else restore + miss."""
+    hps, step = self.hps, self.step
+    valid = self.validate_fn(self.model, "valid")
+    crit = float(valid["lil"])
+    improved = crit < self.best
+    self.history.append((step, crit, improved))
+    write_scalars(self.writer, "valid", valid, step)
+    if self.summaries is not None:   # of the validated model, before a restore
+      self.summaries.write(self.writer, self.model, step)
+    if improved:
+      self.best, self.misses, self.valid = crit, 0, valid
+      self.state.best_loss.assign(crit)
+      self.state.epoch.assign(self.epoch)
+      path = self.state.save()
+      self.test = self.validate_fn(self.model, "test")
+      write_scalars(self.writer, "test", self.test, step)
+      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} improved; "
+          f"saved {os.path.basename(path)}; test {_fmt(self.test)}", self.verbose)
+    else:
+      self.misses += 1
+      self.restore()
+      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} not better than "
+          f"{self.best:.4f} (miss {self.misses}/{hps.patience}); restored step "
+          f"{self.step}", self.verbose)
+      if self.misses >= hps.patience:
+        self.stop = "patience"
+    self.writer.flush()
+
+  def restore(self):
+    """Back to the last checkpoint; the epoch counter keeps counting."""
+    if self.state.restore():
+      self.state.epoch.assign(self.epoch)
+      return True
+    return False
+
+  def on_nonfinite(self):
+    """A skipped step.  Every NONFINITE_RESTORE_AFTER in a row restore the
+    checkpoint; NONFINITE_GIVE_UP skips without getting past the step where
+    they happened stop the run (else restore, fail again, ... for ever)."""
+    self.skips += 1
+    self.nonfinite_run += 1
+    self.stuck_at = max(self.stuck_at, self.step)
+    self.stuck_skips += 1
+    log(f"step {self.step}: non-finite loss or gradient, update skipped "
+        f"({self.nonfinite_run} in a row)", self.verbose)
+    if self.stuck_skips >= NONFINITE_GIVE_UP:
+      raise UserError(f"training diverged: {self.stuck_skips} non-finite steps "
+                      f"without getting past step {self.stuck_at}, even after "
+                      f"restoring the checkpoint; check the data or lower "
+                      f"learning_rate")
+    if self.nonfinite_run % NONFINITE_RESTORE_AFTER == 0 and self.restore():
+      log(f"restored the last checkpoint (step {self.step})", self.verbose)
+
+  def log_step(self, out, progress):
+    from utils.metrics import live_mask   # sklearn: not needed for --help
+    step = self.step
+    scalars = {k: v for k, v in out.items() if k != "nonfinite"}
+    scalars["num_live_l"] = float(np.sum(live_mask(out["pi_l"])))
+    write_scalars(self.writer, "train", scalars, step)
+    progress.update(0, info=f"step {step} {_fmt(out)} lr {float(out['lr']):.2e} "
+                            f"live_k {int(out['num_live_k'])}")
+
+  def run(self):
+    from data.pipeline import make_dataset
+    hps = self.hps
+    train_fn = self.dist.train_fn(self.model)
+    dataset = self.dist.dataset(make_dataset(
+        self.data.splits["train"], hps, hps.max_seq_len, training=True,
+        seed=self.seed, first_epoch=self.epoch))
+    progress = Progress(max(0, hps.num_steps - self.step), "train", "step",
+                        enabled=self.verbose)
+    while self.stop is None and self.step < hps.num_steps:
+      for batch in dataset:
+        t0 = time.perf_counter()
+        out = train_fn(batch)
+        out = {k: v.numpy() for k, v in out.items()}
+        if self.step > 1:   # exclude tracing from the speed measurement
+          self.train_time += time.perf_counter() - t0
+          self.timed_steps += 1
+        if out["nonfinite"]:
+          self.on_nonfinite()
+          continue
+        self.nonfinite_run = 0
+        if self.step > self.stuck_at:
+          self.stuck_skips = 0
+        progress.update(1)
+        if self.step % self.log_every == 0:
+          self.log_step(out, progress)
+        if self.save_every_steps and self.step % self.save_every_steps == 0:
+          self.validate()
+        if self.stop or self.step >= hps.num_steps:
+          break
+      else:
+        self.epoch += 1
+        self.state.epoch.assign(self.epoch)
+        if not self.save_every_steps and self.epoch % hps.save_every == 0:
+          self.validate()
+        if self.max_epochs and self.epoch >= self.max_epochs and not self.stop:
+          self.stop = "max_epochs"
+    if self.stop is None:
+      self.stop = "num_steps"
+      if not self.history or self.history[-1][0] != self.step:
+        self.validate()
+        if self.stop == "patience":
+          self.stop = "num_steps"
+    progress.close()
+    self.writer.flush()
+
+
+def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
+          max_epochs=None, log_every=20, save_every_steps=0, overwrite=False,
+          validate_fn=None, verbose=True, strategy="default",
+          tb_images=True):
+  """Trains a model in ``log_root``; returns a summary dict.
+
+  ``validate_fn(model, split_name) -> {"lil": ..., ...}`` replaces the
+  validation/test evaluation (tests inject forced sequences).  ``strategy``:
+  a name of model/distribute.py's STRATEGIES or a Distribution; only the
+  chief worker logs and writes configs and checkpoints.  ``tb_images``: also
+  write model/summaries.py's images and histograms at each validation and
+  model_config.json as text."""
+  import keras
+  from data.dataset import load_dataset
+  from data.pipeline import semi_mask
+  from model.checkpoint import build_model, write_train_info
+  from model.distribute import Distribution
+  if not data_dir:
+    raise UserError(NO_DATA_HINT)
+  dist = (strategy if isinstance(strategy, Distribution)
+          else Distribution(strategy))   # first: multi_worker starts the cluster
+  verbose = verbose and dist.is_chief
+  check_locations(log_root, data_dir)
+  if num_steps is not None:
+    hps = hps.replace(num_steps=num_steps)
+  if dist.is_chief or resume:
+    hps = prepare_hps(hps, log_root, resume, overwrite and dist.is_chief)
+  data = load_dataset(data_dir, hps)
+  hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
+  dist.check_hps(hps)
+  # Only now, with the data and hparams checked, is anything created/deleted.
+  ensure_dir(log_root, "--log_root")
+  if dist.is_chief:
+    model_dir.remove_leftovers(log_root)
+    if overwrite and not resume and has_run(log_root):
+      model_dir.clear_run(log_root)
+    save_config(os.path.join(log_root, CONFIG_NAME), hps)
+    write_train_info(log_root, data_dir)
+  keras.utils.set_random_seed(seed)
+  with dist.scope():
+    model = build_model(hps, seed=seed)
+  labels = data.splits["train"].labels
+  mask = semi_mask(labels, hps.semi_percent, hps.semi_balanced,
+                   np.random.default_rng([seed, 7]))
+  state = dist.checkpoint_state(model, log_root, semi_mask=mask)
+  if resume and not state.restore():
+    log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
+  summaries = None
+  if tb_images and dist.is_chief:
+    from model import summaries as tb_summaries
+    summaries = tb_summaries.ValidationSummaries(data.splits["valid"], hps)
+  loop = _Loop(model, state, data, hps, log_root, seed, validate_fn,
+               save_every_steps, max_epochs, log_every, verbose, dist,
+               summaries)
+  if summaries is not None:
+    tb_summaries.write_config(loop.writer, os.path.join(log_root, CONFIG_NAME),
+                              loop.step)
+  log(f"training from step {loop.step} epoch {loop.epoch} to {hps.num_steps} "
+      f"({len(labels)} train sketches, batch {hps.batch_size} over "
+      f"{dist.num_replicas} replica(s), max_seq_len {hps.max_seq_len})",
+      verbose)
+  loop.run()
+  return dict(step=loop.step, epoch=loop.epoch, stop_reason=loop.stop,
+              best_valid_lil=loop.best, valid=loop.valid, test=loop.test,
+              misses=loop.misses, nonfinite_skips=loop.skips,
+              history=loop.history, checkpoint=state.latest, hps=hps,
+              model=model, steps_per_sec=loop.timed_steps / max(loop.train_time, 1e-9))

@@ -1,0 +1,99 @@
+"""The import graph (DESIGN.md): data/ -> model/ -> programs, no back-edges,
+no module importing a program, one flag convention.
+
+Read from the source with ``ast`` (nothing is imported): every ``import`` /
+``from`` statement of every project file, wherever it sits in the file.
+"""
+import ast
+import glob
+import os
+
+from tests.conftest import ROOT
+
+# Top-level programs: only ever run, never imported (their flags are defined
+# at import time, so two of them in one process would clash).
+PROGRAMS = {"train", "sample", "visualization", "evaluate", "demo",
+            "experiments.real_data"}
+# Library modules that are also `python -m` programs: flags only under
+# ``if __name__ == "__main__":``.
+DUAL_USE = {"data.synthetic", "data.seq2png", "data.quickdraw", "data.ndjson",
+            "model.import_tf1"}
+
+
+def project_files():
+  out = {}
+  for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
+    rel = os.path.relpath(path, ROOT)
+    if rel.split(os.sep)[0] in ("tests", "benchmarks") or "venv" in rel:
+      continue
+    out[rel[:-3].replace(os.sep, ".")] = path
+  return out
+
+
+def imported_modules(path):
+  """Dotted names this file imports (``from a import b`` gives a and a.b)."""
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names.add(node.module)
+      names.update(f"{node.module}.{alias.name}" for alias in node.names)
+  return names
+
+
+def test_no_module_imports_a_program():
+  tests = glob.glob(os.path.join(ROOT, "tests", "*.py"))
+  benches = glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+  files = list(project_files().values()) + tests + benches
+  bad = {os.path.relpath(p, ROOT): sorted(imported_modules(p) & PROGRAMS)
+         for p in files}
+  assert not {k: v for k, v in bad.items() if v}
+
+
+def test_layers_have_no_back_edges():
+  """data/ imports neither model/ nor a program; model/ and utils/ import
+  no program (checked above) and utils/ nothing of model/."""
+  for name, path in project_files().items():
+    top = name.split(".")[0]
+    used = {m.split(".")[0] for m in imported_modules(path)}
+    if top == "data":
+      assert "model" not in used, name
+    if top == "utils":
+      assert "model" not in used and "data" not in used, name
+
+
+def _flag_definitions(path):
+  """(line, guarded) of each flags.DEFINE_* call: guarded = inside
+  ``if __name__ == "__main__":``; also whether any uses allow_override."""
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  guarded_nodes = set()
+  for node in tree.body:
+    if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+        and getattr(node.test.left, "id", None) == "__name__"):
+      guarded_nodes.update(id(n) for n in ast.walk(node))
+  calls = []
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr.startswith("DEFINE_")):
+      override = any(k.arg == "allow_override" or k.arg is None
+                     for k in node.keywords)
+      calls.append((node.lineno, id(node) in guarded_nodes, override))
+  return calls
+
+
+def test_one_flag_convention():
+  """Programs define their flags at module level, dual-use modules only under
+  __main__; no module needs allow_override (nothing clashes)."""
+  files = project_files()
+  assert PROGRAMS | DUAL_USE <= set(files)
+  for name, path in files.items():
+    for line, guarded, override in _flag_definitions(path):
+      assert not override, f"{name}:{line} allow_override"
+      if name in PROGRAMS:
+        assert not guarded, f"{name}:{line}"
+      else:
+        assert name in DUAL_USE and guarded, f"{name}:{line}"
