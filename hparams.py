@@ -15,6 +15,9 @@ from utils.io import atomic_write_text
 
 CONFIG_NAME = "model_config.json"
 CONFIG_VERSION = 1
+# Keys older model_config.json files may hold that no longer mean anything:
+# dropped on reading (is_training: the mode is set by the program).
+RETIRED_KEYS = ("is_training",)
 # Initial q(k|l) (model/hierarchy.py initial_state): "block" gives every one of
 # unit l's num_sub components the bonus K, "anchor" only its anchor (the first
 # of the block); with num_sub = 1 both are the release's 1 + K I.
@@ -54,7 +57,6 @@ class HParams:
   png_scale_ratio: float = 0.98
   png_rotate_angle: float = 0.0
   png_translate_dist: float = 0.0
-  is_training: bool = True
   png_width: int = 48
   num_sub: int = 2                    # initial level-k components per unit
   semi_percent: float = 0.0
@@ -296,6 +298,8 @@ def load_config(path, warn=True):
   if not isinstance(data, dict):
     raise UserError(f"model config {path!r} is not a JSON object")
   data.pop("config_version", None)
+  for key in RETIRED_KEYS:
+    data.pop(key, None)
   unknown = sorted(set(data) - set(_FIELDS))
   if unknown:
     raise UserError(f"model config {path!r} has unknown keys {unknown}: "

@@ -80,15 +80,18 @@ def _explain_restore_error(err, path):
 class CheckpointState:
   """The training state saved at every improvement of the validation loss."""
 
-  def __init__(self, model, log_root, semi_mask=None, max_to_keep=MAX_TO_KEEP):
+  def __init__(self, model, log_root, max_to_keep=MAX_TO_KEEP):
     self.model = model
     self.log_root = log_root
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.best_loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False,
                                  name="best_loss")
-    mask = np.zeros([0], bool) if semi_mask is None else np.asarray(semi_mask,
-                                                                    bool)
-    self.semi_mask = tf.Variable(mask, trainable=False, name="semi_mask")
+    # Which training samples count as labelled (hps.semi_percent /
+    # semi_balanced; data.pipeline.semi_mask), stored as the release stores
+    # it and read by no loss (method.md §5).  Any length: the trainer assigns
+    # it and a restore brings back whatever the checkpoint holds.
+    self.semi_mask = tf.Variable(np.zeros([0], bool), trainable=False,
+                                 shape=tf.TensorShape([None]), name="semi_mask")
     self.checkpoint = tf.train.Checkpoint(
         model=model, optimizer=model.optimizer, step=model.global_step,
         epoch=self.epoch, best_loss=self.best_loss, semi_mask=self.semi_mask,
@@ -138,8 +141,11 @@ def restore_checkpoint(checkpoint, path, expect_partial=True):
   return status
 
 
-def load_trained(model_dir, expect_partial=True, seed=None):
-  """(hps, model) from ``model_dir/model_config.json`` and its latest checkpoint."""
+def load_trained(model_dir):
+  """(hps, model) from ``model_dir/model_config.json`` and its latest checkpoint.
+
+  Restores the networks, the hierarchy and the step; the optimiser slots and
+  the training counters in the file are not needed (expect_partial)."""
   if not os.path.isdir(model_dir):
     raise UserError(f"model directory {model_dir!r} does not exist")
   hps = load_config(os.path.join(model_dir, CONFIG_NAME))
@@ -151,7 +157,7 @@ def load_trained(model_dir, expect_partial=True, seed=None):
   if hps.max_seq_len < 1:
     raise UserError(f"{os.path.join(model_dir, CONFIG_NAME)} has max_seq_len="
                     f"{hps.max_seq_len}: not written by train.py?")
-  model = build_model(hps, seed=seed)
+  model = build_model(hps)
   checkpoint = tf.train.Checkpoint(model=model, step=model.global_step)
-  restore_checkpoint(checkpoint, latest, expect_partial=expect_partial)
+  restore_checkpoint(checkpoint, latest, expect_partial=True)
   return hps, model

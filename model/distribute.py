@@ -165,8 +165,8 @@ class SyncedCheckpointState(CheckpointState):
   """CheckpointState of a multi-worker run: after every restore all workers
   check (all-gather) that they hold the same step and weights."""
 
-  def __init__(self, model, log_root, strategy, semi_mask=None, **kwargs):
-    super().__init__(model, log_root, semi_mask=semi_mask, **kwargs)
+  def __init__(self, model, log_root, strategy, **kwargs):
+    super().__init__(model, log_root, **kwargs)
     self.strategy = strategy
 
   def restore(self, path=None):
@@ -180,11 +180,11 @@ class WorkerCheckpointState(SyncedCheckpointState):
   """A non-chief worker: saves to a private temporary folder deleted right
   after the save; restores the chief's latest checkpoint in ``log_root``."""
 
-  def __init__(self, model, log_root, strategy, semi_mask=None, task_id=0):
+  def __init__(self, model, log_root, strategy, task_id=0):
     self.chief_root = log_root
     temp = tempfile.mkdtemp(prefix=f"rpcl_worker{task_id}_")
     os.rmdir(temp)   # a unique name; created by each save, then deleted
-    super().__init__(model, temp, strategy, semi_mask=semi_mask, max_to_keep=1)
+    super().__init__(model, temp, strategy, max_to_keep=1)
 
   @property
   def latest(self):
@@ -269,10 +269,10 @@ class Distribution:
       return tf.summary.create_file_writer(os.path.join(log_root, "tb"))
     return tf.summary.create_noop_writer()
 
-  def checkpoint_state(self, model, log_root, semi_mask=None):
+  def checkpoint_state(self, model, log_root):
     if not self.multi_worker:
-      return CheckpointState(model, log_root, semi_mask=semi_mask)
+      return CheckpointState(model, log_root)
     if self.is_chief:
-      return SyncedCheckpointState(model, log_root, self.strategy, semi_mask)
-    return WorkerCheckpointState(model, log_root, self.strategy, semi_mask,
+      return SyncedCheckpointState(model, log_root, self.strategy)
+    return WorkerCheckpointState(model, log_root, self.strategy,
                                  task_id=self.task_id)

@@ -341,9 +341,9 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)   # mkdtemp makes it private
   try:
-    mask = None if para is None else np.asarray(para.get("train_label_mask", []), bool)
-    state = CheckpointState(model, tmp, semi_mask=mask)
+    state = CheckpointState(model, tmp)
     if para is not None:
+      state.semi_mask.assign(np.asarray(para.get("train_label_mask", []), bool))
       state.epoch.assign(int(para.get("epoch", 0)))
       state.best_loss.assign(float(para.get("best_valid_loss", np.inf)))
     state.save()

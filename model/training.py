@@ -310,9 +310,9 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   with dist.scope():
     model = build_model(hps, seed=seed)
   labels = data.splits["train"].labels
-  mask = semi_mask(labels, hps.semi_percent, hps.semi_balanced,
-                   np.random.default_rng([seed, 7]))
-  state = dist.checkpoint_state(model, log_root, semi_mask=mask)
+  state = dist.checkpoint_state(model, log_root)
+  state.semi_mask.assign(semi_mask(labels, hps.semi_percent, hps.semi_balanced,
+                                   np.random.default_rng([seed, 7])))
   if resume and not state.restore():
     log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
   summaries = None

@@ -252,8 +252,9 @@ def test_import_maps_every_variable_and_the_networks_agree(imported):
   # as train.py --resume_training would
   from model.checkpoint import CheckpointState, build_model
   fresh = build_model(hps)
-  state = CheckpointState(fresh, out, semi_mask=np.zeros(6, bool))  # para's
+  state = CheckpointState(fresh, out)
   state.restore()
+  assert state.semi_mask.numpy().shape == (6,)   # para.npz's train_label_mask
   assert int(fresh.global_step.numpy()) == 3 and state.epoch.numpy() == 2
   opt = fresh.optimizer
   assert int(opt.iterations.numpy()) == 3

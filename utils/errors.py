@@ -16,11 +16,6 @@ class UserError(Exception):
   """A mistake in the user's input; printed as one line without a traceback."""
 
 
-def fail(message):
-  """Raises a UserError with ``message`` (a convenience for one-liners)."""
-  raise UserError(message)
-
-
 def cli_main(main):
   """Wraps an absl ``main(argv)`` so that UserError becomes a one-line exit 2."""
 
