@@ -18,6 +18,15 @@ TINY_SIZES = (32, 8, 16)
 TINY_STEPS = 6   # trained by model.training.train(seed=0, save_every_steps=3, log_every=1)
 
 
+def tiny_hps(**overrides):
+  """The tiny preset on TINY_CATS (num_mixture=2: K=4, L=2) plus overrides:
+  the hparams of tiny_model and of every test that trains on tiny_data."""
+  from hparams import get_hparams
+  text = ",".join(f"{k}={v}" for k, v in overrides.items())
+  return get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2,"
+                     + text)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
   """data.synthetic fish/house, TINY_SIZES sketches per split and category."""
@@ -77,13 +86,12 @@ def tiny_model(tiny_data, tmp_path_factory):
   """
   import shutil
   from model.training import train
-  from hparams import CONFIG_NAME, get_hparams
+  from hparams import CONFIG_NAME
   from model.checkpoint import CheckpointState, load_trained
   root = tmp_path_factory.mktemp("tiny_model")
   data_dir = tiny_data
   model_dir = str(root / "model")
-  hps = get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2")
-  train(hps, data_dir, model_dir, num_steps=TINY_STEPS, save_every_steps=3,
+  train(tiny_hps(), data_dir, model_dir, num_steps=TINY_STEPS, save_every_steps=3,
         log_every=1, verbose=False)
   dead_dir = str(root / "dead")
   os.makedirs(dead_dir)

@@ -1,35 +1,22 @@
-"""Checkpoints and the one loading path (method.md §5):
-round trip of every variable, load_trained errors, kill -9 then resume."""
-import json
+"""Checkpoints and the one loading path (method.md §5): round trip of every
+variable, load_trained.  Its bad inputs (no folder, config or checkpoint,
+another architecture, a truncated file) are cases of tests/test_bad_inputs.py;
+kill -9 during training is tests/test_faults.py's."""
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from hparams import CONFIG_NAME, save_config
-from tests.test_train import CATS, make_tiny_dataset, tiny_hps
-from utils.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HPARAMS = f"categories=[{','.join(CATS)}],num_mixture=2"
+from tests.conftest import tiny_hps
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return make_tiny_dataset(str(tmp_path_factory.mktemp("tiny_data")))
-
-
-@pytest.fixture(scope="module")
-def setup(data_dir):
+def setup(tiny_data):
   from data.dataset import load_dataset
   from data.pipeline import make_dataset
   hps = tiny_hps()
-  data = load_dataset(data_dir, hps)
+  data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
   batches = list(make_dataset(data.splits["train"], hps, hps.max_seq_len,
                               training=True, seed=0).take(4))
@@ -99,102 +86,3 @@ def test_load_trained_restores_the_model(saved_run):
   for v, w in zip(model.trainable_variables + list(model.hierarchy.variables),
                   loaded.trainable_variables + list(loaded.hierarchy.variables)):
     np.testing.assert_array_equal(v.numpy(), w.numpy())
-
-
-def _copy_run(root, dest):
-  import shutil
-  shutil.copytree(root, dest)
-  return str(dest)
-
-
-def test_load_trained_errors(saved_run, tmp_path):
-  from model.checkpoint import load_trained
-  root, _ = saved_run
-  with pytest.raises(UserError, match="does not exist"):
-    load_trained(str(tmp_path / "nowhere"))
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(UserError, match="no model config"):
-    load_trained(str(tmp_path / "empty"))
-  no_ckpt = tmp_path / "no_ckpt"
-  no_ckpt.mkdir()
-  save_config(str(no_ckpt / CONFIG_NAME), tiny_hps(max_seq_len=13))
-  with pytest.raises(UserError, match="no checkpoint"):
-    load_trained(str(no_ckpt))
-  # Another z_size than the checkpoint's: named variable and shapes.
-  other = _copy_run(root, tmp_path / "other")
-  cfg_path = os.path.join(other, CONFIG_NAME)
-  with open(cfg_path) as f:
-    cfg = json.load(f)
-  cfg["z_size"] = 16
-  with open(cfg_path, "w") as f:
-    json.dump(cfg, f)
-  with pytest.raises(UserError, match=r"does not match the model config.*shape"):
-    load_trained(other)
-  # A truncated data file.
-  cut = _copy_run(root, tmp_path / "cut")
-  data = [n for n in os.listdir(cut) if ".data-" in n][0]
-  with open(os.path.join(cut, data), "r+b") as f:
-    f.truncate(os.path.getsize(os.path.join(cut, data)) // 2)
-  with pytest.raises(UserError, match="unreadable|truncated|corrupt"):
-    load_trained(cut)
-
-
-def _train_cmd(data_dir, root, *extra, hparams=HPARAMS):
-  return [sys.executable, os.path.join(ROOT, "train.py"), f"--log_root={root}",
-          f"--data_dir={data_dir}", "--preset=tiny", f"--hparams={hparams}",
-          "--save_every_steps=3", "--log_every=1", *extra]
-
-
-def _run(cmd):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=240)
-
-
-def _error_lines(stderr):
-  return [l for l in stderr.splitlines() if l.startswith("error:")]
-
-
-def test_kill9_then_resume(data_dir, tmp_path):
-  root = str(tmp_path / "run")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.Popen(_train_cmd(data_dir, root, "--num_steps=100000"),
-                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-      state = tf.train.get_checkpoint_state(root) if os.path.isdir(root) else None
-      if state and len(state.all_model_checkpoint_paths) >= 2:
-        break
-      time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-  finally:
-    proc.kill()
-    proc.wait()
-  # Every listed checkpoint is complete and readable.
-  state = tf.train.get_checkpoint_state(root)
-  for path in state.all_model_checkpoint_paths:
-    reader = tf.train.load_checkpoint(path)
-    for name in reader.get_variable_to_shape_map():
-      reader.get_tensor(name)
-  saved = int(os.path.basename(state.model_checkpoint_path).split("-")[1])
-  res = _run(_train_cmd(data_dir, root, "--resume_training=True",
-                        f"--num_steps={saved + 3}"))
-  assert res.returncode == 0, res.stderr[-2000:]
-  assert f"training from step {saved} " in res.stderr
-  assert f"done: step {saved + 3}," in res.stderr
-  # Resuming with a conflicting hparams string is refused in one line.
-  res = _run(_train_cmd(data_dir, root, "--resume_training=True",
-                        hparams="z_size=16"))
-  assert res.returncode == 2
-  assert len(_error_lines(res.stderr)) == 1 and "Traceback" not in res.stderr
-  assert "z_size=16 (stored 8)" in res.stderr
-
-
-def test_no_data_dir_says_how_to_get_data():
-  res = _run([sys.executable, os.path.join(ROOT, "train.py"), "--preset=tiny"])
-  assert res.returncode == 2 and "Traceback" not in res.stderr
-  assert len(_error_lines(res.stderr)) == 1
-  assert "python -m data.synthetic" in res.stderr

@@ -16,7 +16,6 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_train import make_tiny_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +24,7 @@ import sys, keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tests.test_train import tiny_hps
+from tests.conftest import tiny_hps
 from data.dataset import load_dataset
 from data.pipeline import make_dataset
 from model.checkpoint import build_model
@@ -84,7 +83,9 @@ for a, b in zip(state(dm), state(sm)):
   report[kind] = max(report.get(kind, (0.0, "")), (err / max(scale, 1e-3), name))
 assert int(dm.global_step.numpy()) == 4 and int(dm.optimizer.iterations.numpy()) == 4
 assert report["int"][0] == 0, report
-assert max(report["w"][0], report["opt"][0]) < 5e-4, report
+# float32 round-off of the 2-replica gradient sum, relative to each variable's
+# largest entry (a wrong reduction is off by ~100%)
+assert report["w"][0] < 5e-4 and report["opt"][0] < 1e-3, report
 assert report["hier"][0] < 1e-5, report
 print("REPORT", report)
 
@@ -123,7 +124,7 @@ os.environ["TF_CONFIG"] = json.dumps({
     "task": {"type": "worker", "index": int(index)}})
 from model import training
 from model.distribute import model_fingerprint
-from tests.test_train import tiny_hps
+from tests.conftest import tiny_hps
 # The real distributed validation runs, but its criterion is replaced by a
 # fixed sequence (improve, miss, improve) so that both the save and the
 # restore-on-miss paths run whatever a tiny model's loss does.
@@ -162,25 +163,20 @@ def _free_ports(n):
   return ports
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return make_tiny_dataset(str(tmp_path_factory.mktemp("dist_data")))
-
-
-def test_mirrored_two_cpus_equals_single_device(data_dir):
-  proc = _run(MIRRORED, [data_dir])
+def test_mirrored_two_cpus_equals_single_device(tiny_data):
+  proc = _run(MIRRORED, [tiny_data])
   out, err = proc.communicate(timeout=400)
   assert "MIRRORED_OK" in out, (out + err)[-4000:]
 
 
-def test_multi_worker_two_processes_one_consistent_checkpoint(data_dir,
+def test_multi_worker_two_processes_one_consistent_checkpoint(tiny_data,
                                                               tmp_path):
   from model.checkpoint import load_trained
   from model.distribute import model_fingerprint
   log_root, temp = str(tmp_path / "run"), tmp_path / "worker_tmp"
   temp.mkdir()
   ports = ",".join(map(str, _free_ports(2)))
-  procs = [_run(WORKER, [ports, str(i), log_root, data_dir],
+  procs = [_run(WORKER, [ports, str(i), log_root, tiny_data],
                 env={"TMPDIR": str(temp)}) for i in range(2)]
   results = []
   for p in procs:

@@ -1,75 +1,24 @@
-"""Training step and loop (method.md §4-§5): loss decreases, warm-up
-alternation, NaN steps skipped, restore-on-miss and early stopping, resume."""
+"""Training step and loop (method.md §4-§5) on the session's tiny_data: every
+weight updated, warm-up alternation, NaN steps skipped, restore-on-miss and
+early stopping, resume."""
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.raster import render_many
-from hparams import CONFIG_NAME, get_hparams, load_config
+from hparams import CONFIG_NAME, load_config
+from tests.conftest import tiny_hps
 from utils.errors import UserError
 
-CATS = ["circle", "zigzag"]
-
-
-def _circle(rng):
-  k = int(rng.integers(8, 13))
-  a = np.linspace(0, 2 * np.pi, k + 1) + rng.uniform(0, 1)
-  r, squash = rng.uniform(20, 40), rng.uniform(0.6, 1.0)
-  return np.stack([r * np.cos(a), r * squash * np.sin(a)], 1)
-
-
-def _zigzag(rng):
-  k = int(rng.integers(4, 8))
-  x = np.cumsum(rng.uniform(8, 16, k))
-  y = np.where(np.arange(k) % 2 == 0, 0.0, rng.uniform(15, 30))
-  return np.stack([x, y], 1)
-
-
-def _to_stroke3(points):
-  offsets = np.diff(np.concatenate([[[0.0, 0.0]], points]), axis=0)
-  pen = np.zeros(len(points))
-  pen[-1] = 1
-  return np.column_stack([np.round(offsets), pen]).astype(np.int16)
-
-
-def make_tiny_dataset(folder, sizes=(48, 16, 16), seed=0):
-  """Two easy categories (closed loops vs zigzags) in sketch-rnn npz format."""
-  rng = np.random.default_rng(seed)
-  os.makedirs(folder, exist_ok=True)
-  for cat, shape in zip(CATS, (_circle, _zigzag)):
-    strokes, pngs = {}, {}
-    for split, n in zip(("train", "valid", "test"), sizes):
-      seqs = [_to_stroke3(shape(rng)) for _ in range(n)]
-      arr = np.empty(n, dtype=object)
-      arr[:] = seqs
-      strokes[split] = arr
-      pngs[split] = render_many([s.astype(np.float32) for s in seqs], 48,
-                                workers=1)
-    np.savez(os.path.join(folder, f"{cat}.npz"), **strokes)
-    np.savez(os.path.join(folder, f"{cat}_png.npz"), **pngs)
-  return folder
-
-
-def tiny_hps(**overrides):
-  text = ",".join(f"{k}={v}" for k, v in overrides.items())
-  return get_hparams("tiny", f"categories=[{','.join(CATS)}],num_mixture=2,"
-                     + text)
-
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return make_tiny_dataset(str(tmp_path_factory.mktemp("tiny_data")))
-
-
-@pytest.fixture(scope="module")
-def loaded(data_dir):
+def loaded(tiny_data):
   """(hps with computed lengths, SketchData, one fixed training batch)."""
   from data.dataset import load_dataset
   from data.pipeline import make_dataset
   hps = tiny_hps()
-  data = load_dataset(data_dir, hps)
+  data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
   batch = next(iter(make_dataset(data.splits["train"], hps, hps.max_seq_len,
                                  training=True, seed=0)))
@@ -186,12 +135,12 @@ def _hierarchy(model):
   return _values(model.hierarchy.variables)
 
 
-def test_resume_continues_at_saved_step(data_dir, tmp_path):
+def test_resume_continues_at_saved_step(tiny_data, tmp_path):
   from model.checkpoint import load_trained
   from model.training import train
   root = str(tmp_path / "run")
   better = iter([10.0, 9.0])   # both validations improve: no restore-on-miss
-  first = train(tiny_hps(), data_dir, root, num_steps=12, save_every_steps=6,
+  first = train(tiny_hps(), tiny_data, root, num_steps=12, save_every_steps=6,
                 validate_fn=lambda m, name: {"lil": next(better) if name ==
                                              "valid" else 0.0}, verbose=False)
   assert first["step"] == 12 and first["stop_reason"] == "num_steps"
@@ -207,17 +156,17 @@ def test_resume_continues_at_saved_step(data_dir, tmp_path):
     return {"lil": -float(len(seen))}   # always better than the stored best
 
   with pytest.raises(UserError, match="already holds a run"):
-    train(tiny_hps(), data_dir, root, num_steps=18, verbose=False)
-  second = train(tiny_hps(), data_dir, root, resume=True, num_steps=18,
+    train(tiny_hps(), tiny_data, root, num_steps=18, verbose=False)
+  second = train(tiny_hps(), tiny_data, root, resume=True, num_steps=18,
                  save_every_steps=6, validate_fn=validate, verbose=False)
   assert second["step"] == 18
   assert seen[0] == ("valid", 18)     # 12 -> 18: one validation, at 18
   assert load_config(os.path.join(root, CONFIG_NAME)).num_steps == 18
   with pytest.raises(UserError, match="conflict.*z_size"):
-    train(tiny_hps(z_size=16), data_dir, root, resume=True, verbose=False)
+    train(tiny_hps(z_size=16), tiny_data, root, resume=True, verbose=False)
 
 
-def test_restore_on_miss_and_early_stopping(data_dir, tmp_path):
+def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
   """Forced validation sequence: improve, improve, miss, miss -> stop (patience 2)."""
   from model.training import train
   root = str(tmp_path / "run")
@@ -231,7 +180,7 @@ def test_restore_on_miss_and_early_stopping(data_dir, tmp_path):
     snapshots[step] = _values(model.trainable_variables) + _hierarchy(model)
     return {"lil": next(forced)}
 
-  out = train(tiny_hps(patience=2), data_dir, root, num_steps=1000,
+  out = train(tiny_hps(patience=2), tiny_data, root, num_steps=1000,
               save_every_steps=4, validate_fn=validate, verbose=False)
   assert out["stop_reason"] == "patience"
   assert [(s, improved) for s, _, improved in out["history"]] == [
