@@ -7,9 +7,9 @@ parts; per-step input concat(stroke-5 row, z); the RNN cell of ``hps.dec_model``
 Speed: the input-side gate projection of the whole sequence is computed before the
 recurrence, and it is split as ``strokes5 @ W[:5] + z @ W[5:]`` so the z part is one
 (B, D) matmul per sequence instead of T of them.  The recurrence is a tf.while_loop
-over the projected inputs (``recurrence.run_cell``), as fast as ``keras.layers.RNN``
-around the same cell (benchmarks/README.md); it gives stateless per-step dropout
-masks (jit-safe) and the deferred-gradient switch.
+over the projected inputs (``recurrence.run_cell``; for the HyperLSTM with a
+hand-written backward, model/hyper_recurrence.py) with stateless per-step dropout
+masks (jit-safe).
 """
 import collections
 
@@ -76,9 +76,6 @@ class StrokeDecoder(keras.layers.Layer):
                                         kernel_initializer=he_normal_fan_in(),
                                         dtype=head_dtype(kwargs.get("dtype")))
     self.seed_generator = keras.random.SeedGenerator(seed)
-    # Speed switches of recurrence.run_cell (benchmarks/bench_train.py).
-    self.defer_rec_grad = False
-    self.jit_body = False
 
   def build(self, inputs5_shape=None, z_shape=None):
     z_size = self.hps.z_size
@@ -117,9 +114,8 @@ class StrokeDecoder(keras.layers.Layer):
     """Teacher-forced decoding: inputs5 (B, T, 5), z (B, D) -> raw (B, T, 3+6M)."""
     states = self.initial_state(z) if initial_state is None else initial_state
     xw = self.project(inputs5, z, training)
-    outputs, _ = recurrence.run_cell(self.cell, xw, states, training=bool(training),
-                                     defer_rec_grad=self.defer_rec_grad,
-                                     jit_body=self.jit_body)
+    outputs, _ = recurrence.run_cell(self.cell, xw, states,
+                                     training=bool(training))
     return self._head(outputs, training)
 
   def step(self, x5, z, states, training=False):

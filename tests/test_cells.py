@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import hparams
 from model import cells, recurrence
+from tests.reference_paths import plain_run_cell
 
 B, T, N_IN, H = 3, 6, 7, 8
 NH, E = 5, 3
@@ -143,8 +144,7 @@ def test_sequence_step_and_keras_rnn_agree(kind):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("defer", [False, True])
-def test_hyper_gradient_matches_finite_differences(defer):
+def test_hyper_gradient_matches_finite_differences():
   """d(loss)/d(every weight, the inputs and the initial states), float64."""
   cell = make("hyper", dtype="float64")
   x, states = random_data("hyper", np.random.default_rng(3), "float64")
@@ -153,8 +153,7 @@ def test_hyper_gradient_matches_finite_differences(defer):
   probe = np.random.default_rng(4).normal(size=(B, 3, H))
 
   def loss():
-    out, final = recurrence.run_cell(cell, cell.project_inputs(x), states,
-                                     defer_rec_grad=defer)
+    out, final = recurrence.run_cell(cell, cell.project_inputs(x), states)
     return tf.reduce_sum(out * probe) + tf.reduce_sum(final[1] ** 2)
 
   variables = cell.weights + [x] + states
@@ -178,24 +177,44 @@ def test_hyper_gradient_matches_finite_differences(defer):
                                  atol=1e-8, err_msg=var.name)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_deferred_recurrent_gradient_equals_plain(kind):
-  cell = make(kind)
-  x, states = random_data(kind, np.random.default_rng(8))
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_hyper_recurrence_matches_plain_autodiff(dtype, rtol, dropout):
+  """The hand-written forward/backward (model/hyper_recurrence.py) against TF
+  autodiff of the plain loop of cell.step_from_hw (tests/reference_recurrence):
+  outputs, final states and the gradients of every weight, the inputs and the
+  initial states, with the same dropout masks."""
+  cell = make("hyper", dtype=dtype, use_recurrent_dropout=dropout,
+              dropout_keep_prob=0.75)
+  x, states = random_data("hyper", np.random.default_rng(8), dtype)
   states = [tf.constant(s) for s in states]
-  probe = np.random.default_rng(9).normal(size=(B, T, H)).astype("float32")
+  xw = tf.constant(cell.project_inputs(x))
+  rng = np.random.default_rng(9)
+  probes = [rng.normal(size=(B, T, H)).astype(dtype)] + [
+      rng.normal(size=s.shape).astype(dtype) for s in states]
+  seed = tf.constant([3, 7])
 
   @tf.function
-  def grads(defer):
+  def run(fused):
     with tf.GradientTape() as tape:
-      tape.watch(states)
-      out, final = recurrence.run_cell(cell, cell.project_inputs(x), states,
-                                       defer_rec_grad=defer)
-      loss = tf.reduce_sum(out * probe) + tf.reduce_sum(final[-1])
-    return tape.gradient(loss, cell.trainable_variables + states)
+      tape.watch([xw] + states)
+      if fused:
+        out, final = recurrence.run_cell(cell, xw, states, training=dropout)
+      else:
+        out, final = plain_run_cell(cell, xw, states, training=dropout)
+      loss = sum(tf.reduce_sum(p * v) for p, v in zip(probes, [out] + final))
+    weights = [w for w in cell.trainable_variables if w.path.split("/")[-1]
+               != "w_in"]
+    return [out] + final, tape.gradient(loss, [xw] + states + weights)
 
-  for plain, deferred in zip(grads(False), grads(True)):
-    np.testing.assert_allclose(deferred, plain, rtol=1e-4, atol=1e-4)
+  cell.seed_generator.state.assign(tf.cast(seed, "int64"))
+  want_values, want_grads = run(False)
+  cell.seed_generator.state.assign(tf.cast(seed, "int64"))
+  got_values, got_grads = run(True)
+  for got, want in zip(got_values + got_grads, want_values + want_grads):
+    scale = np.abs(want).max()
+    assert scale > 0
+    np.testing.assert_allclose(got / scale, want / scale, atol=rtol)
 
 
 def test_hyper_init_matches_sketch_rnn():

@@ -1,0 +1,313 @@
+"""The HyperLSTM recurrence with a hand-written backward pass.
+
+``run_hyper(cell, xw, states, base_seed)`` computes what looping
+``cell.step_from_hw`` over the projected inputs computes (model/cells.py,
+method.md §2), to float rounding, as two ``tf.while_loop``s of few ops inside
+one ``tf.custom_gradient``:
+
+* Layout: the main LSTM's gates are gate-major, (4, B, H), so splitting them
+  into i, j, f, o is free (outer-axis slices share memory) and h @ w_rec's main
+  part is one broadcast batched matmul with w_rec as (4, H, H).  The 12
+  embedding factors are (12, B, H): alpha_x, alpha_h, beta + bias.
+* One sigmoid for all four gates: tanh(j) = 2 sigmoid(2j) - 1, and the factor 2
+  and the forget bias are folded into the gates' layer-norm gain and offset.
+* Embeddings: hyper_h -> (B, 12E) in one matmul, then (12, B, E) -> (12, B, H)
+  in one batched matmul.  (Multiplying hyper_h by the products W_embed W_alpha,
+  (Nh, 12H), is one matmul but 3x the FLOPs; it measured slower at the small
+  preset and much slower at the paper's.)
+* The forward stores every activation the backward needs (no recomputation);
+  the backward applies the chain rule by hand.  The weight gradients of the
+  recurrent matrices and embeddings and the layer-norm gain/offset sums are
+  formed after the loop over all T*B rows at once.
+
+Recurrent dropout: the same stateless mask per step as ``step_from_hw`` (seed
+``base_seed + [0, t]``), stored for the backward.  Mixed precision: matmuls in
+the inputs' dtype, everything elementwise and the states between steps in
+float32.  Memory (kept for the backward) ~ T*B*(16H + 12Nh) floats.
+"""
+import tensorflow as tf
+
+from model.cells import LN_EPSILON
+
+_LOW = (tf.float16, tf.bfloat16)
+GATE_SCALE = (1.0, 2.0, 1.0, 1.0)   # sigmoid(2j) gives tanh(j) = 2 s - 1
+GATE_SHIFT = (0.0, 0.0, 1.0, 0.0)   # forget bias 1 (sketch-rnn's)
+
+
+def elementwise_dtype(mm_dtype):
+  """float32 for 16-bit matmuls, else the matmuls' own dtype."""
+  mm_dtype = tf.as_dtype(mm_dtype)
+  return tf.float32 if mm_dtype in _LOW else mm_dtype
+
+
+def _norm(x):
+  """Layer-norm statistics over the last axis: (x_hat, 1/sqrt(var + eps))."""
+  centred = x - tf.reduce_mean(x, -1, keepdims=True)
+  rs = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), -1, keepdims=True)
+                     + LN_EPSILON)
+  return centred * rs, rs
+
+
+def _norm_grad(g, x_hat, rs):
+  """dL/d(input) of ``_norm`` given g = dL/d(x_hat)."""
+  return rs * (g - tf.reduce_mean(g, -1, keepdims=True)
+               - x_hat * tf.reduce_mean(g * x_hat, -1, keepdims=True))
+
+
+def _gain_offset(gamma, beta):
+  """Layer-norm gain / offset (4, n) of the 4 gates with GATE_SCALE and
+  GATE_SHIFT folded in: the sigmoid's argument is x_hat * gain + offset."""
+  scale = tf.constant(GATE_SCALE, gamma.dtype)[:, None]
+  shift = tf.constant(GATE_SHIFT, gamma.dtype)[:, None]
+  return gamma * scale, beta * scale + shift
+
+
+class _Cell:
+  """The cell's weights as loop tensors, and the per-step arithmetic.
+
+  Layout: batch-major, (B, 4, H) for the gates (one (B, H) @ (H, 4H + 4Nh)
+  matmul per step, the fastest form on CPU); embedding factors (B, 12H) =
+  [alpha_x | alpha_h | beta + bias]."""
+
+  def __init__(self, cell, mm_dtype):
+    self.units, self.nh, self.emb = (cell.units, cell.hyper_units,
+                                     cell.hyper_embedding)
+    self.mm, self.ew = tf.as_dtype(mm_dtype), elementwise_dtype(mm_dtype)
+
+  def inputs(self, cell):
+    """The weight tensors passed through the custom gradient (autodiff maps
+    their gradients back to the variables)."""
+    units, nh, emb = self.units, self.nh, self.emb
+    mm = lambda v: tf.cast(v, self.mm)
+    ew = lambda v: tf.cast(v, self.ew)
+    ln_g, ln_b = _gain_offset(ew(cell.ln_gates_gamma), ew(cell.ln_gates_beta))
+    h_ln_g, h_ln_b = _gain_offset(ew(cell.hyper_ln_gates_gamma),
+                                  ew(cell.hyper_ln_gates_beta))
+    w_ab = ew(tf.concat([cell.w_alpha, cell.w_beta], 0))        # (12, E, H)
+    b_ab = tf.concat([tf.zeros([8 * units], self.ew),
+                      tf.reshape(ew(cell.bias), [4 * units])], 0)
+    w_e = ew(cell.w_embed)                                      # (12, Nh, E)
+    b_e = tf.concat([ew(cell.b_embed), tf.zeros([4, 1, emb], self.ew)], 0)
+    embed = [mm(tf.reshape(tf.transpose(w_e, (1, 0, 2)), [nh, 12 * emb])),
+             tf.reshape(b_e, [12 * emb]), mm(w_ab), b_ab]
+    return [mm(cell.w_rec), mm(cell.hyper_w_rec), ln_g, ln_b,
+            ew(cell.ln_c_gamma), ew(cell.ln_c_beta), h_ln_g, h_ln_b,
+            ew(cell.hyper_ln_c_gamma), ew(cell.hyper_ln_c_beta)] + embed
+
+  def bind(self, weights):
+    (self.w_rec, self.w_hh, self.ln_g, self.ln_b, self.ln_cg, self.ln_cb,
+     self.h_ln_g, self.h_ln_b, self.h_ln_cg, self.h_ln_cb) = weights[:10]
+    self.embed = weights[10:]
+    return self
+
+  def to_mm(self, x):
+    return x if x.dtype == self.mm else tf.cast(x, self.mm)
+
+  def to_ew(self, x):
+    return x if x.dtype == self.ew else tf.cast(x, self.ew)
+
+  def matmul(self, a, b, **kwargs):
+    return self.to_ew(tf.matmul(self.to_mm(a), self.to_mm(b), **kwargs))
+
+  # --- embeddings: hyper h (B, Nh) -> (B, 12H) -------------------------------
+  def embed_forward(self, hh):
+    """-> (factors (B, 12H), e (12, B, E))."""
+    w_e2, b_e, w_ab, b_ab = self.embed
+    e3 = tf.transpose(tf.reshape(self.matmul(hh, w_e2) + b_e,
+                                 [-1, 12, self.emb]), (1, 0, 2))
+    ab = tf.transpose(self.matmul(e3, w_ab), (1, 0, 2))
+    return tf.reshape(ab, [-1, 12 * self.units]) + b_ab, e3
+
+  def transposed(self):
+    """The weights the backward multiplies by on the right, transposed once
+    per call (a plain matmul is up to 3x faster than one with transpose_b)."""
+    self.w_rec_t, self.w_hh_t = tf.transpose(self.w_rec), tf.transpose(self.w_hh)
+    self.embed_t = [tf.transpose(self.embed[0]),
+                    tf.transpose(self.embed[2], (0, 2, 1))]
+
+  def embed_backward(self, d_ab, e3, d_w_ab):
+    """-> (dL/d hyper_h, dL/de (B, 12E), updated d_w_ab)."""
+    w_e2_t, w_ab_t = self.embed_t
+    d_ab3 = tf.transpose(tf.reshape(d_ab, [-1, 12, self.units]), (1, 0, 2))
+    d_e = tf.reshape(tf.transpose(self.matmul(d_ab3, w_ab_t), (1, 0, 2)),
+                     [-1, 12 * self.emb])
+    d_w_ab = d_w_ab + self.matmul(e3, d_ab3, adjoint_a=True)
+    return self.matmul(d_e, w_e2_t), d_e, d_w_ab
+
+
+def _forward(cl, xm, xh, states, base_seed, keep_prob):
+  """The forward loop -> (final states, {name: TensorArray} for the backward)."""
+  steps = tf.shape(xm)[0]
+  units, nh = cl.units, cl.nh
+  ta = lambda dt, n=steps: tf.TensorArray(dt, size=n, clear_after_read=False)
+  inputs = dict(xm=ta(xm.dtype).unstack(xm), xh=ta(xh.dtype).unstack(xh))
+  saved = {name: ta(cl.ew, steps + 1).write(0, s)
+           for name, s in zip(("h", "c", "hh", "hc"), states)}
+  names = ["hm", "ab", "g_hat", "g_rs", "act", "c_hat", "c_rs", "ct",
+           "h_hat", "h_rs", "h_act", "hc_hat", "hc_rs", "hct"]
+  names += ["e3"]
+  names += [] if base_seed is None else ["mask"]
+  saved.update({name: ta(cl.ew) for name in names})
+
+  def body(t, h, c, hh, hc, saved):
+    out = {}
+    hm, hwh = tf.split(cl.matmul(h, cl.w_rec), [4 * units, 4 * nh], 1)
+    hp = tf.add_n([cl.to_ew(inputs["xh"].read(t)), hwh,
+                   cl.matmul(hh, cl.w_hh)])                     # (B, 4Nh)
+    out["h_hat"], out["h_rs"] = _norm(tf.reshape(hp, [-1, 4, nh]))
+    out["h_act"] = tf.sigmoid(out["h_hat"] * cl.h_ln_g + cl.h_ln_b)
+    hsi, hsj, hsf, hso = tf.unstack(out["h_act"], axis=1)
+    hc = hc * hsf + hsi * (2.0 * hsj - 1.0)
+    out["hc_hat"], out["hc_rs"] = _norm(hc)
+    out["hct"] = tf.tanh(out["hc_hat"] * cl.h_ln_cg + cl.h_ln_cb)
+    hh = out["hct"] * hso
+    out["ab"], out["e3"] = cl.embed_forward(hh)
+    ax, ah, bh = tf.split(out["ab"], 3, axis=1)
+    out["hm"] = hm
+    pre = ax * cl.to_ew(inputs["xm"].read(t)) + ah * hm + bh
+    out["g_hat"], out["g_rs"] = _norm(tf.reshape(pre, [-1, 4, units]))
+    out["act"] = tf.sigmoid(out["g_hat"] * cl.ln_g + cl.ln_b)
+    si, sj, sf, so = tf.unstack(out["act"], axis=1)
+    g = 2.0 * sj - 1.0
+    if base_seed is not None:
+      uniform = tf.random.stateless_uniform(tf.shape(g), base_seed + tf.stack(
+          [0, t]), dtype=cl.mm)
+      out["mask"] = tf.where(uniform < keep_prob,
+                             tf.constant(1.0 / keep_prob, cl.ew),
+                             tf.constant(0.0, cl.ew))
+      g = g * out["mask"]
+    c = c * sf + si * g
+    out["c_hat"], out["c_rs"] = _norm(c)
+    out["ct"] = tf.tanh(out["c_hat"] * cl.ln_cg + cl.ln_cb)
+    h = out["ct"] * so
+    new = {k: saved[k].write(t, v) for k, v in out.items()}
+    new.update({k: saved[k].write(t + 1, v) for k, v in
+                zip(("h", "c", "hh", "hc"), (h, c, hh, hc))})
+    return t + 1, h, c, hh, hc, new
+
+  result = tf.while_loop(lambda t, *_: t < steps, body,
+                         (tf.constant(0),) + tuple(states) + (saved,),
+                         maximum_iterations=steps)
+  return list(result[1:5]), result[5], inputs
+
+
+def _backward(cl, saved, inputs, d_out, d_final):
+  """The backward loop -> ({name: stacked per-step gradient}, d_states,
+  bias sums (12H,), d_w_ab or None)."""
+  steps = tf.shape(d_out)[0]
+  units, nh = cl.units, cl.nh
+  d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
+  cl.transposed()
+  names = ["d_xm", "d_hw", "d_u", "d_cy", "d_hu", "d_hcy", "d_e"]
+  grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
+  d_w_ab = tf.zeros(tf.shape(cl.embed[2]), cl.ew)
+
+  def body(t, dh, dc, dhh, dhc, bias_sum, d_w_ab, grads):
+    s = {k: v.read(t) for k, v in saved.items()
+         if k not in ("h", "c", "hc", "hh")}
+    c_prev, hc_prev = saved["c"].read(t), saved["hc"].read(t)
+    si, sj, sf, so = tf.unstack(s["act"], axis=1)
+    hsi, hsj, hsf, hso = tf.unstack(s["h_act"], axis=1)
+    mask = s.get("mask")
+    out = {}
+    # --- main layer-norm LSTM ------------------------------------------------
+    dh = dh + d_outs.read(t)
+    out["d_cy"] = dh * so * (1.0 - tf.square(s["ct"]))
+    dc = dc + _norm_grad(out["d_cy"] * cl.ln_cg, s["c_hat"], s["c_rs"])
+    g = 2.0 * sj - 1.0
+    d_sj = 2.0 * dc * si
+    if mask is not None:
+      g, d_sj = g * mask, d_sj * mask
+    act = s["act"]
+    out["d_u"] = tf.stack([dc * g, d_sj, dc * c_prev, dh * s["ct"]], 1) \
+        * act * (1.0 - act)
+    d_pre = tf.reshape(_norm_grad(out["d_u"] * cl.ln_g, s["g_hat"], s["g_rs"]),
+                       [-1, 4 * units])
+    ax, ah, _ = tf.split(s["ab"], 3, axis=1)
+    out["d_xm"] = d_pre * ax
+    d_ab = tf.concat([d_pre * cl.to_ew(inputs["xm"].read(t)), d_pre * s["hm"],
+                      d_pre], 1)                                # (B, 12H)
+    bias_sum = bias_sum + tf.reduce_sum(d_ab, 0)
+    # --- embeddings and the hyper layer-norm LSTM ----------------------------
+    d_hh, out["d_e"], d_w_ab = cl.embed_backward(d_ab, s["e3"], d_w_ab)
+    dhh = dhh + d_hh
+    out["d_hcy"] = dhh * hso * (1.0 - tf.square(s["hct"]))
+    dhc = dhc + _norm_grad(out["d_hcy"] * cl.h_ln_cg, s["hc_hat"], s["hc_rs"])
+    h_act = s["h_act"]
+    out["d_hu"] = tf.stack([dhc * (2.0 * hsj - 1.0), 2.0 * dhc * hsi,
+                            dhc * hc_prev, dhh * s["hct"]], 1) \
+        * h_act * (1.0 - h_act)
+    d_hp = tf.reshape(_norm_grad(out["d_hu"] * cl.h_ln_g, s["h_hat"],
+                                 s["h_rs"]), [-1, 4 * nh])
+    # --- the recurrent matmuls ------------------------------------------------
+    out["d_hw"] = tf.concat([d_pre * ah, d_hp], 1)
+    dh = cl.matmul(out["d_hw"], cl.w_rec_t)
+    dhh = cl.matmul(d_hp, cl.w_hh_t)
+    grads = {k: grads[k].write(t, v) for k, v in out.items()}
+    return t - 1, dh, dc * sf, dhh, dhc * hsf, bias_sum, d_w_ab, grads
+
+  init = ((steps - 1,) + tuple(d_final)
+          + (tf.zeros([12 * units], cl.ew), d_w_ab, grads))
+  result = tf.while_loop(lambda t, *_: t >= 0, body, init,
+                         maximum_iterations=steps)
+  stacked = {k: v.stack() for k, v in result[7].items()}
+  return stacked, list(result[1:5]), result[5], result[6]
+
+
+def _weight_grads(cl, saved, g, bias_sum, d_w_ab):
+  """Gradients of the weight tensors of ``_Cell.inputs``, from all steps."""
+  rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])
+  h, hh = saved["h"].stack(), saved["hh"].stack()
+  h_prev, hh_prev, hh_new = rows(h[:-1]), rows(hh[:-1]), rows(hh[1:])
+  d_hp = rows(g["d_hw"][..., 4 * cl.units:])
+  # sums over the leading (T, B) axes, as one row reduction
+  tb_sum = lambda x, like: tf.reshape(tf.reduce_sum(tf.reshape(
+      x, [-1, like.shape.num_elements()]), 0), like.shape)
+  out = [cl.matmul(h_prev, rows(g["d_hw"]), adjoint_a=True),
+         cl.matmul(hh_prev, d_hp, adjoint_a=True)]
+  for d_name, x_name, gain_w, offset_w in (
+      ("d_u", "g_hat", cl.ln_g, cl.ln_b), ("d_cy", "c_hat", cl.ln_cg, cl.ln_cb),
+      ("d_hu", "h_hat", cl.h_ln_g, cl.h_ln_b),
+      ("d_hcy", "hc_hat", cl.h_ln_cg, cl.h_ln_cb)):
+    d = g[d_name]
+    out += [tb_sum(d * saved[x_name].stack(), gain_w), tb_sum(d, offset_w)]
+  d_e = rows(g["d_e"])
+  return out + [cl.matmul(hh_new, d_e, adjoint_a=True), tf.reduce_sum(d_e, 0),
+                d_w_ab, bias_sum]
+
+
+def run_hyper(cell, xw, states, base_seed=None):
+  """``cell`` (a built HyperLSTMCell) over projected inputs xw (B, T, F) from
+  ``states`` [h, c, hyper_h, hyper_c]; ``base_seed`` (2,) int32 or None (no
+  recurrent dropout).  Returns (outputs (B, T, H), final states)."""
+  units = cell.units
+  cl = _Cell(cell, xw.dtype)
+  keep_prob = cell.dropout_keep_prob
+  xm, xh = tf.split(tf.transpose(xw, (1, 0, 2)), [4 * units, -1], 2)
+  state_dtypes = [s.dtype for s in states]
+
+  @tf.custom_gradient
+  def fused(xm, xh, *args):
+    cl.bind(args[4:])
+    finals, saved, inputs = _forward(cl, xm, xh, [cl.to_ew(s) for s in args[:4]],
+                                     base_seed, keep_prob)
+    outputs = saved["h"].stack()[1:]
+
+    def grad(d_outputs, *d_finals):
+      zeros = lambda x: tf.zeros(tf.shape(x), cl.ew)
+      d_outputs = zeros(outputs) if d_outputs is None else cl.to_ew(d_outputs)
+      d_finals = [zeros(f) if d is None else cl.to_ew(d)
+                  for d, f in zip(d_finals, finals)]
+      g, d_states, bias_sum, d_w_ab = _backward(cl, saved, inputs, d_outputs,
+                                                d_finals)
+      d_weights = _weight_grads(cl, saved, g, bias_sum, d_w_ab)
+      d_xh = g["d_hw"][..., 4 * cl.units:]
+      return ([tf.cast(g["d_xm"], xm.dtype), tf.cast(d_xh, xh.dtype)]
+              + [tf.cast(d, dt) for d, dt in zip(d_states, state_dtypes)]
+              + [tf.cast(d, w.dtype) for d, w in zip(d_weights, args[4:])])
+
+    return tuple([tf.cast(outputs, xw.dtype)] + [
+        tf.cast(f, dt) for f, dt in zip(finals, state_dtypes)]), grad
+
+  result = fused(xm, xh, *states, *cl.inputs(cell))
+  return tf.transpose(result[0], (1, 0, 2)), list(result[1:])

@@ -1,0 +1,83 @@
+"""The training paths as they were before the fast ones (test helpers only).
+
+Equivalence tests and benchmarks/bench_train.py compare the fast code against
+these.  ``old_paths()`` switches the model code to all of them:
+
+* ``plain_run_cell``: a decoder cell looped over projected inputs as one
+  ``tf.while_loop`` of ``cell.step_from_hw``, differentiated by TF's autodiff,
+  with the same stateless per-step dropout seeds as model/recurrence.py.  This
+  is what the HyperLSTM recurrence was before its hand-written backward
+  (model/hyper_recurrence.py); the equivalence tests and
+  benchmarks/bench_train.py compare against it.
+* the encoder's dilated convolutions called as their Keras layers
+  (space-to-batch + conv + batch-to-space);
+* a training step that back-propagates through both decoders (the loss's
+  ``tf.where`` zeroes the unused one's gradient) instead of one.
+"""
+import contextlib
+
+import tensorflow as tf
+from keras import ops
+
+
+def plain_run_cell(cell, xw, states, training=False, base_seed=None):
+  """(outputs (B, T, H), final states) of ``cell`` over ``xw`` (B, T, F).
+
+  ``base_seed``: the (2,) int32 seed of the recurrent dropout masks (step t
+  uses base_seed + [0, t]); None draws it from the cell's SeedGenerator, as
+  model/recurrence.run_cell does, when dropout is active."""
+  xw = ops.convert_to_tensor(xw)
+  states = [ops.convert_to_tensor(s, dtype=xw.dtype) for s in states]
+  if base_seed is None and cell.uses_dropout(training):
+    base_seed = tf.cast(cell.seed_generator.next(), tf.int32)
+  if not cell.uses_dropout(training):
+    base_seed = None
+  w_rec = ops.cast(cell.w_rec, xw.dtype)
+  xw_t = ops.transpose(xw, (1, 0, 2))
+  steps = tf.shape(xw_t)[0]
+  inputs = tf.TensorArray(xw.dtype, size=steps).unstack(xw_t)
+  outputs = tf.TensorArray(xw.dtype, size=steps)
+
+  def body(t, outputs, states):
+    seed = None if base_seed is None else base_seed + tf.stack([0, t])
+    hw = ops.matmul(states[0], w_rec)
+    h, new_states = cell.step_from_hw(inputs.read(t), hw, list(states),
+                                      training=bool(training), seed=seed)
+    return t + 1, outputs.write(t, h), tuple(new_states)
+
+  _, outputs, final = tf.while_loop(
+      lambda t, *_: t < steps, body, (tf.constant(0), outputs, tuple(states)),
+      maximum_iterations=steps)
+  return ops.transpose(outputs.stack(), (1, 0, 2)), list(final)
+
+
+@contextlib.contextmanager
+def old_paths(encoder_convs=True):
+  """Within the block, model code takes the old paths (trace the compiled
+  functions inside it); ``encoder_convs=False`` keeps the fast encoder.
+
+  (The image loss is an L1 norm: its gradient flips sign with last-bit
+  changes of the encoder's output, so the full-step comparison on an image
+  step keeps the encoder; the encoder alone is compared with a smooth loss.)"""
+  from model import encoder, recurrence, rpcl_model
+  model_cls = rpcl_model.RPCLPix2SeqH
+  saved = (recurrence.run_hyper, encoder.apply_conv,
+           model_cls._train_decode_losses)
+
+  def run_hyper(cell, xw, states, base_seed=None):
+    return plain_run_cell(cell, xw, states, training=base_seed is not None,
+                          base_seed=base_seed)
+
+  def both_decoders(self, strokes5, images, z, use_stroke, gbs=None):
+    del use_stroke
+    return self._decode_losses(strokes5, images, z, True, gbs)
+
+  recurrence.run_hyper = run_hyper
+  if encoder_convs:
+    encoder.apply_conv = lambda layer, x: layer(x)
+  model_cls._train_decode_losses = both_decoders
+  try:
+    yield
+  finally:
+    (recurrence.run_hyper, encoder.apply_conv,
+     model_cls._train_decode_losses) = saved
