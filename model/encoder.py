@@ -14,6 +14,7 @@ norm, whose learnable offset plays that role.  Instance norm epsilon 1e-6, the
 release's (tf.contrib.layers.instance_norm).
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 VAR_EPSILON = 1e-10
@@ -65,6 +66,20 @@ def conv(filters, strides=1, dilation=1, name=None):
                              kernel_initializer=filter_height_normal(), name=name)
 
 
+def apply_conv(layer, x):
+  """``layer(x)``; a dilated stride-1 float32 ``conv`` runs as one Conv2D op
+  with a dilations attribute (same weights and result), because Keras lowers
+  it to space-to-batch + conv + batch-to-space, 1.5x slower forward +
+  backward on CPU (benchmarks/README.md).  (16-bit: Keras' path, as TF's
+  non-oneDNN CPU kernels have no dilated backward.)"""
+  if max(layer.dilation_rate) == 1 or x.dtype != tf.float32:
+    return layer(x)
+  if not layer.built:
+    layer.build(tuple(x.shape))
+  return tf.nn.conv2d(x, ops.cast(layer.kernel, x.dtype), strides=1,
+                      padding="SAME", dilations=list(layer.dilation_rate))
+
+
 class DilatedBlock(keras.layers.Layer):
   """Three parallel 3x3 convs (dilation 1, 2, 5) + IN, summed, ReLU, then a 3x3
   stride-2 conv + IN + ReLU (method.md §2)."""
@@ -79,7 +94,7 @@ class DilatedBlock(keras.layers.Layer):
   def call(self, x):
     summed = None
     for conv_layer, norm in self.branches:
-      branch = norm(conv_layer(x))
+      branch = norm(apply_conv(conv_layer, x))
       summed = branch if summed is None else summed + branch
     return ops.relu(self.down_norm(self.down(ops.relu(summed))))
 

@@ -135,6 +135,32 @@ class RPCLPix2SeqH(keras.Model):
                               gbs)
     return lil, pen, de
 
+  def _train_decode_losses(self, strokes5, images, z, use_stroke, gbs=None):
+    """``_decode_losses`` of a training step, differentiated only through the
+    decoder whose loss the step's total uses (``use_stroke``: the stroke
+    decoder, else the image decoder).
+
+    As the released TF1 graph: it fetched both losses every step (forward of
+    both decoders) and its ``tf.cond`` total back-propagated through one.
+    Here a ``tf.cond`` picks the branch whose other loss is a stop-gradient
+    constant, so the unused decoder's backward is never run; its weights
+    get zero gradients (Adam still steps them), the same values the
+    ``tf.where`` of ``losses.total_loss`` gives them."""
+    def decode(stroke_grads):
+      raw = self.stroke_decoder(strokes5[:, :-1], z, training=True)
+      params = self.stroke_decoder.split_params(raw)
+      target = strokes5[:, 1:]
+      lil = losses.batch_mean(losses.mdn_loss(params, target, training=True),
+                              gbs)
+      pen = pen_loss(params, target, True, gbs)
+      de = losses.image_l1_loss(images, self.image_decoder(z, training=True),
+                                gbs)
+      if stroke_grads:
+        return lil, pen, tf.stop_gradient(de)
+      return tf.stop_gradient(lil), tf.stop_gradient(pen), de
+
+    return tf.cond(use_stroke, lambda: decode(True), lambda: decode(False))
+
   def _latent_losses(self, m, s, outs, gbs=None):
     """Gaussian and hierarchy KL (method.md §4); GMM state as constants."""
     h = self.hierarchy
@@ -202,6 +228,32 @@ class RPCLPix2SeqH(keras.Model):
     return tf.logical_not(sane)
 
   # --- training -----------------------------------------------------------
+  def losses_and_gradients(self, batch, step, batch_sum=None, replica=None):
+    """The forward pass of a training step at ``step`` and the gradients of
+    its total (times the loss scale under float16) for every trainable
+    variable (zeros where unused).  Assigns the hierarchy's tentative update
+    (``train_step`` puts it back on a non-finite step).
+    Returns ((total, lil, pen, de, gau, ij), grads)."""
+    strokes5, _, images, _ = batch
+    gbs = None if replica is None else replica.global_batch_size
+    with tf.GradientTape() as tape:
+      m, s = precision.encoder_outputs_f32(*self.encoder(images, training=True))
+      z = reparameterize(m, s, self._code_noise(tf.shape(m), replica))
+      outs = self.hierarchy.update(z, m, s, step, batch_sum=batch_sum)
+      gau, ij = self._latent_losses(m, s, outs, gbs)
+      lil, pen, de = self._train_decode_losses(
+          strokes5, images, z, losses.use_stroke_loss(step, self.hps), gbs)
+      total = losses.total_loss(gau, ij, lil, de, step, self.hps)
+      if self.loss_scale is not None:   # float16: gradients times the scale
+        total_for_grads = self.loss_scale.scale_loss(total)
+      else:
+        total_for_grads = total
+    variables = self.trainable_variables
+    grads = tape.gradient(total_for_grads, variables)
+    grads = [tf.zeros_like(v) if g is None else g
+             for g, v in zip(grads, variables)]
+    return (total, lil, pen, de, gau, ij), grads
+
   def train_step(self, batch, batch_sum=None, replica=None):
     """One optimisation step on a ``(strokes5, seq_len, images, labels)`` batch.
 
@@ -211,26 +263,11 @@ class RPCLPix2SeqH(keras.Model):
     Returns a dict of scalars (TRAIN_KEYS) and ``pi_l`` (L,).
     """
     hps = self.hps
-    strokes5, _, images, _ = batch
-    gbs = None if replica is None else replica.global_batch_size
     batch_sum = batch_sum if replica is None else replica.all_reduce
     step = self.global_step.read_value()
     old_state = self.hierarchy.state()
-    with tf.GradientTape() as tape:
-      m, s = precision.encoder_outputs_f32(*self.encoder(images, training=True))
-      z = reparameterize(m, s, self._code_noise(tf.shape(m), replica))
-      outs = self.hierarchy.update(z, m, s, step, batch_sum=batch_sum)
-      gau, ij = self._latent_losses(m, s, outs, gbs)
-      lil, pen, de = self._decode_losses(strokes5, images, z, True, gbs)
-      total = losses.total_loss(gau, ij, lil, de, step, hps)
-      if self.loss_scale is not None:   # float16: gradients times the scale
-        total_for_grads = self.loss_scale.scale_loss(total)
-      else:
-        total_for_grads = total
-    variables = self.trainable_variables
-    grads = tape.gradient(total_for_grads, variables)
-    grads = [tf.zeros_like(v) if g is None else g
-             for g, v in zip(grads, variables)]
+    (total, lil, pen, de, gau, ij), grads = self.losses_and_gradients(
+        batch, step, batch_sum, replica)
     scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
     if replica is None:
       ok = all_finite([total] + grads + list(self.hierarchy.state()))
