@@ -1,10 +1,26 @@
 """Renders docs/bad_inputs.md from the runs of tests/test_bad_inputs.py.
 
-The error column is the real stderr line of each case (in-process run, paths
-relative to the case folder); test_docs_table_is_current keeps the file equal
-to what the tests produce.
+  python -m tests.bad_inputs_doc
+
+runs every case of the catalogue (pytest, in this process) and rewrites the
+file from their real stderr lines (in-process runs, paths relative to the case
+folder).  A test run never writes it; test_docs_table_is_current fails when
+it differs from what the cases print.
 """
+import os
 import shlex
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PATH = os.path.join(ROOT, "docs", "bad_inputs.md")
+_ROWS = pytest.StashKey[dict]()
+
+
+def collected(config):
+  """The {case: (command, error line)} a run of the catalogue fills in."""
+  return config.stash.setdefault(_ROWS, {})
 
 # What each case feeds the command (the folder names of the command line).
 INPUTS = {
@@ -13,6 +29,7 @@ INPUTS = {
     "hparams_wrong_type": "a word for an integer",
     "hparams_bad_list": "a list without its `[`",
     "hparams_out_of_range": "eta outside (0, 1]",
+    "train_no_data_dir": "no --data_dir at all",
     "data_dir_missing": "no such folder",
     "data_dir_empty": "a folder without .npz files",
     "category_file_missing": "no `cat.npz` in the data folder",
@@ -35,9 +52,23 @@ INPUTS = {
     "checkpoint_truncated": "the checkpoint's .data file cut in half",
     "config_not_json": "model_config.json is not JSON",
     "checkpoint_other_z_size": "config z_size 16, checkpoint z_size 8",
+    "sample_no_data_recorded": "a model folder without train_info.json",
+    "sample_num_per_category_0": "0 sketches per category",
+    "sample_temperature_0": "temperature 0 without --greedy",
+    "sample_two_modes": "two modes at once",
+    "sample_level_k_out_of_range": "level-k #7 of K = 4",
+    "sample_level_l_out_of_range": "level-l #-1",
+    "sample_dead_level_k": "a model whose level-k component #3 has q ~ 0",
+    "sample_dead_level_l": "a model whose level-l unit #1 has pi ~ 0",
+    "sample_unknown_category": "a category the model does not know",
+    "sample_analogy_malformed": "a letter for an index",
+    "sample_analogy_out_of_range": "test index 32 of 32",
+    "sample_interpolate_out_of_range": "test index -2",
     "sample_output_under_a_file": "`afile` is a regular file",
     "sample_disk_full": "every write fails with ENOSPC (simulated)",
-    "sample_dead_level_l": "a model whose level-l unit #1 has pi ~ 0",
+    "evaluate_no_model_dir": "no --model_dir",
+    "evaluate_model_dir_missing": "no such folder",
+    "evaluate_batch_size_0": "batch size 0",
     "evaluate_no_config": "a folder without model_config.json",
     "evaluate_no_checkpoint": "a config but no checkpoint",
     "evaluate_checkpoint_other_num_mixture": "config num_mixture 3, checkpoint 2",
@@ -45,6 +76,7 @@ INPUTS = {
     "evaluate_samples_missing": "a samples folder without samples.npz",
     "evaluate_output_under_a_file": "`afile` is a regular file",
     "tsne_too_few_samples": "a samples.npz of 3 sketches",
+    "samples_empty": "a samples.npz of 0 sketches",
     "samples_truncated": "samples.npz cut in half",
     "samples_inconsistent": "pi_k of 3 weights, q_kl of 4 rows",
     "figures_under_a_file": "`afile` is a regular file",
@@ -61,22 +93,6 @@ INPUTS = {
 
 # Bad inputs run through a CLI by other test files (not repeated here).
 ELSEWHERE = [
-    ("--level_k / --level_l out of range", "sample.py --level_k=7 / --level_l=-1",
-     "tests/test_sample_cli.py::test_bad_input_in_process"),
-    ("sampling a dead level-k component", "sample.py --level_k=3 (q(3|l) ~ 0)",
-     "tests/test_sample_cli.py::test_bad_input_subprocess"),
-    ("no config / no checkpoint for sample.py", "sample.py --model_dir=EMPTY",
-     "tests/test_sample_cli.py::test_bad_input_in_process"),
-    ("analogy/interpolation indices, unknown category, temperature 0, two modes",
-     "sample.py --analogy=0,x ...", "tests/test_sample_cli.py"),
-    ("resume with another z_size", "train.py --resume_training --hparams=z_size=16",
-     "tests/test_checkpoint.py::test_kill9_then_resume"),
-    ("no --data_dir at all", "train.py --preset=tiny",
-     "tests/test_checkpoint.py::test_no_data_dir_says_how_to_get_data"),
-    ("t-SNE with 4 samples, empty samples.npz, no samples.npz", "visualization.py",
-     "tests/test_visualization.py::test_cli_bad_input_is_one_line_exit_2"),
-    ("evaluate.py without --model_dir, missing model, --batch_size=0", "evaluate.py",
-     "tests/test_evaluate.py::test_cli_bad_input_is_one_line_exit_2"),
     ("seq2png: missing folder/category, unwritable out, non-sketch npz",
      "python -m data.seq2png", "tests/test_seq2png.py::test_cli_errors_are_one_line"),
     ("synthetic: unknown category", "python -m data.synthetic --categories dragon",
@@ -94,13 +110,14 @@ Every row is one test of `tests/test_bad_inputs.py` (`pytest tests/test_bad_inpu
 with status 2 and print exactly the one line below on stderr (no traceback), and must
 leave every file as it was: nothing new, nothing half-written.  Commands run in a
 fresh folder where `data` is a `data.synthetic` folder (fish, house; 32/8/16 sketches
-per split), `model` a tiny model trained on it, `dead_l` that model with level-l unit
-#1 pruned, and `mydata` / `mymodel` copies with the damage named in *input*.  URL is a
+per split), `model` a tiny model trained on it, `dead_k` / `dead_l` that model with
+level-k component #3 / level-l unit #1 pruned, and `mydata` / `mymodel` copies with
+the damage named in *input*.  URL is a
 local QuickDraw mirror.  "Simulated" full disks make every file write under the case
 folder fail with ENOSPC.  Cases marked (sub) also run as a real subprocess and must
 print the same line.  Messages longer than 200 characters are cut here (…).
 
-This file is generated: `BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py`.
+This file is generated: `python -m tests.bad_inputs_doc` (a test checks it is current).
 
 | # | case | command | input | error (stderr, exit 2) |
 |---|------|---------|-------|------------------------|
@@ -154,3 +171,37 @@ def render(rows):
                 f"{_cell(line, MAX_CHARS)} |")
   elsewhere = "\n".join(f"| {a} | {_cell(b)} | {c} |" for a, b, c in ELSEWHERE)
   return HEADER + "\n".join(body) + "\n" + FOOTER.format(elsewhere=elsewhere)
+
+
+def main():
+  """Runs the catalogue and rewrites docs/bad_inputs.md; exit status 1 (and
+  the file untouched) unless every case passed."""
+  # the test module's copy of this file (under -m this one is __main__)
+  from tests import bad_inputs_doc  # pylint: disable=import-outside-toplevel
+
+  class Collect:
+    found = {}
+
+    def pytest_sessionfinish(self, session):
+      self.found = dict(bad_inputs_doc.collected(session.config))
+
+  plugin = Collect()
+  code = pytest.main(["-q", "-p", "no:cacheprovider",
+                      os.path.join(ROOT, "tests", "test_bad_inputs.py"),
+                      "-k", "not test_docs_table_is_current"], plugins=[plugin])
+  from tests.test_bad_inputs import BY_NAME  # pylint: disable=import-outside-toplevel
+  if code != 0 or sorted(plugin.found) != sorted(BY_NAME):
+    sys.stderr.write("error: not every case passed; docs/bad_inputs.md is "
+                     "unchanged\n")
+    return 1
+  text = render([(name,) + plugin.found[name] for name in BY_NAME])
+  tmp = PATH + ".tmp"
+  with open(tmp, "w") as f:   # a tracked doc: no output manifest
+    f.write(text)
+  os.replace(tmp, PATH)
+  print(f"wrote {PATH} ({len(BY_NAME)} cases)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

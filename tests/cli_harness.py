@@ -201,6 +201,12 @@ def write_file(name, text):
   return edit
 
 
+def remove_file(name):
+  def edit(folder):
+    os.remove(os.path.join(folder, name))
+  return edit
+
+
 def cut_checkpoint(folder):
   """Truncates the data file of the latest checkpoint (ckpt-<highest>)."""
   data = [n for n in os.listdir(folder) if ".data-" in n]

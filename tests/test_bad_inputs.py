@@ -6,17 +6,17 @@ Every case builds its inputs in a fresh folder and runs the command there with
 relative paths.  Passing means: exit status 2, exactly one stderr line, starting
 with ``error: `` and matching the expected message (naming the file / flag /
 value), no traceback, and no file created or changed in the case folder or in
-the shared model/data.  The library-level checks behind these messages are
-tested in the per-module test files; cases already run through a CLI there
-(e.g. sample.py --level_k out of range) are listed in the doc, not repeated.
+the shared model/data.  Every bad input of these commands is a case here and
+nowhere else; the library-level checks behind the messages are tested in the
+per-module test files.
 
 In process, a CLI runs as ``__main__`` (tests/cli_harness.py: runpy, its own
 absl FlagValues): the code path of ``python train.py ...`` minus the
 interpreter start.  Cases with ``sub=True`` also run as real subprocesses
 (started in the background, two at a time); their error line must equal the
-in-process one.  docs/bad_inputs.md is generated from these runs:
-``BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py``; a test checks it is
-current.
+in-process one.  docs/bad_inputs.md holds every full message; it is
+regenerated from these runs by ``python -m tests.bad_inputs_doc`` and a test
+checks it is current.
 """
 import concurrent.futures
 import contextlib
@@ -33,10 +33,10 @@ import pytest
 from tests import bad_inputs_doc as doc
 from tests.cli_harness import (chain, copy_model, cut_checkpoint, edit_config,
                                edit_sketch, fewer_images, full_disk, only_config,
-                               other_categories, rewrite, run_in_process,
-                               run_subprocess, samples, small_images, snapshot,
-                               touch, truncate, write_file)
-from tests.conftest import ROOT
+                               other_categories, remove_file, rewrite,
+                               run_in_process, run_subprocess, samples,
+                               small_images, snapshot, touch, truncate,
+                               write_file)
 
 HP = "--hparams=categories=[fish,house],num_mixture=2"
 TRAIN = ["--log_root=run", "--preset=tiny"]
@@ -53,136 +53,156 @@ def case(name, cli, args, expect, setup=None, sub=False, disk_full=False):
 
 
 NAN_SKETCH = np.array([[1, 2, 0], [np.nan, 3, 1]], np.float32)
+# Each expectation names the key terms of the message -- the flag, file, value
+# (and what is wrong, in a word); the full lines are docs/bad_inputs.md's.
 CASES = [
     # --hparams
     case("hparams_syntax", "train.py", TRAIN + ["--data_dir=data", HP + ",z_size:16"],
-         r"malformed --hparams entry 'z_size:16': expected key=value", sub=True),
+         r"--hparams.*'z_size:16'.*key=value", sub=True),
     case("hparams_unknown_key", "train.py", TRAIN + ["--data_dir=data",
                                                      "--hparams=num_mixtures=2"],
-         r"unknown hparam 'num_mixtures'; known: categories, num_steps"),
+         r"unknown hparam 'num_mixtures'"),
     case("hparams_wrong_type", "train.py", TRAIN + ["--data_dir=data",
                                                     HP + ",batch_size=big"],
-         r"hparam batch_size='big' is not an integer"),
+         r"batch_size='big'.*integer"),
     case("hparams_bad_list", "train.py", TRAIN + ["--data_dir=data",
                                                   "--hparams=categories=fish,house]"],
-         r"malformed --hparams .*unbalanced '\]'"),
+         r"--hparams.*'categories=fish,house\]'"),
     case("hparams_out_of_range", "train.py", TRAIN + ["--data_dir=data", HP + ",eta=1.5"],
-         r"hparam eta=1.5 is invalid: expected a number in \(0, 1\]"),
+         r"eta=1.5.*\(0, 1\]"),
     # data folder and files
+    case("train_no_data_dir", "train.py", TRAIN,
+         r"--data_dir.*python -m data.synthetic"),
     case("data_dir_missing", "train.py", TRAIN + ["--data_dir=nowhere", HP],
-         r"data directory 'nowhere' does not exist: generate data with `python -m "
-         r"data.synthetic"),
+         r"'nowhere' does not exist.*python -m data.synthetic"),
     case("data_dir_empty", "train.py", TRAIN + ["--data_dir=empty", HP],
-         r"data directory 'empty' contains no .npz files", touch("empty/notes.txt")),
+         r"'empty'.* no .npz", touch("empty/notes.txt")),
     case("category_file_missing", "train.py",
          TRAIN + ["--data_dir=data", "--hparams=categories=[fish,cat],num_mixture=2"],
-         r"category 'cat': stroke file 'data/cat.npz' not found \(available: fish, "
-         r"house\)"),
+         r"'data/cat.npz' not found.*fish, house"),
     case("npz_truncated", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"cannot read stroke file 'mydata/fish.npz': truncated or corrupt .npz",
-         rewrite("fish.npz", truncate)),
+         r"'mydata/fish.npz'.*corrupt", rewrite("fish.npz", truncate)),
     case("npz_wrong_keys", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"stroke file 'mydata/fish.npz' has no key\(s\) train, valid, test",
+         r"'mydata/fish.npz'.*train, valid, test",
          rewrite("fish.npz", lambda p: np.savez(p, a=np.zeros(3), b=np.ones(2)))),
     case("npz_wrong_shape", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"'mydata/fish.npz' split 'valid' sketch 2 has shape \(4, 2\), expected \(n, 3\)",
+         r"'mydata/fish.npz' split 'valid' sketch 2.*\(4, 2\)",
          edit_sketch("valid", 2, np.zeros((4, 2), np.int16))),
     case("npz_wrong_dtype", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"'mydata/fish.npz' split 'test' sketch 1 is not a numeric array",
+         r"'mydata/fish.npz' split 'test' sketch 1.*numeric",
          edit_sketch("test", 1, np.array([["a", "b", "c"]]))),
     case("npz_empty_sketch", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"'mydata/fish.npz' split 'train' sketch 5 is empty",
+         r"'mydata/fish.npz' split 'train' sketch 5.*empty",
          edit_sketch("train", 5, np.zeros((0, 3), np.int16))),
     case("npz_nan", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"'mydata/fish.npz' split 'train' sketch 3 contains NaN or infinite values",
+         r"'mydata/fish.npz' split 'train' sketch 3.*NaN",
          edit_sketch("train", 3, NAN_SKETCH)),
     case("png_count_disagrees", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"image file 'mydata/fish_png.npz' split 'train' has 31 images but the "
-         r"stroke file has 32 sketches", rewrite("fish_png.npz", fewer_images)),
+         r"'mydata/fish_png.npz' split 'train'.*31.*32",
+         rewrite("fish_png.npz", fewer_images)),
     case("png_size_disagrees", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"'mydata/house_png.npz' split 'train' has images of shape \(32, 32\), "
-         r"expected \(48, 48\)", rewrite("house_png.npz", small_images)),
+         r"'mydata/house_png.npz'.*\(32, 32\).*\(48, 48\)",
+         rewrite("house_png.npz", small_images)),
     case("png_missing", "train.py", TRAIN + ["--data_dir=mydata", HP],
-         r"image file 'mydata/house_png.npz' is missing: run `python -m data.seq2png",
+         r"'mydata/house_png.npz' is missing.*data.seq2png",
          rewrite("house_png.npz", os.remove)),
     case("batch_larger_than_split", "train.py",
          TRAIN + ["--data_dir=data", HP + ",batch_size=65"],
-         r"batch_size=65 is larger than the training split \(64 sketches"),
+         r"batch_size=65.*64"),
     # --log_root and resuming
     case("resume_nothing_to_resume", "train.py",
          TRAIN + ["--data_dir=data", HP, "--resume_training"],
-         r"--resume_training: no model_config.json in --log_root='run'"),
+         r"--resume_training.*model_config.json.*'run'"),
     case("resume_conflicting_value", "train.py",
          ["--log_root=mymodel", "--preset=tiny", "--data_dir=data", HP + ",eta=0.1",
           "--resume_training"],
-         r"--preset/--hparams conflict with mymodel/model_config.json: eta=0.1 "
-         r"\(stored 0.05\); drop them or use a new --log_root", copy_model()),
+         r"mymodel/model_config.json.*eta=0.1 \(stored 0.05\)", copy_model()),
     case("resume_conflicting_hparams", "train.py",
          ["--log_root=mymodel", "--preset=tiny", "--data_dir=data",
           "--hparams=categories=[house,fish]", "--resume_training"],
-         r"conflict with .*categories=\['house', 'fish'\] \(stored \['fish', 'house'\]\)",
+         r"categories=\['house', 'fish'\] \(stored \['fish', 'house'\]\)",
          copy_model()),
     case("log_root_holds_a_run", "train.py",
          ["--log_root=mymodel", "--preset=tiny", "--data_dir=data", HP],
-         r"--log_root='mymodel' already holds a run: pass --resume_training",
-         copy_model()),
+         r"--log_root='mymodel'.*--resume_training.*--overwrite", copy_model()),
     case("log_root_under_a_file", "train.py",
          ["--log_root=afile/run", "--preset=tiny", "--data_dir=data", HP],
          r"--log_root 'afile/run'.*'afile' is a file", touch("afile")),
     case("train_disk_full", "train.py", TRAIN + ["--data_dir=data", HP],
-         r"cannot write 'run/model_config.json': No space left on device",
-         disk_full=True),
+         r"'run/model_config.json'.*No space left", disk_full=True),
     # sample.py
     case("checkpoint_truncated", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
-         r"checkpoint 'mymodel/ckpt-\d+' is unreadable \(truncated or corrupt\?\)",
-         copy_model(cut_checkpoint)),
+         r"'mymodel/ckpt-\d+'.*corrupt", copy_model(cut_checkpoint)),
     case("config_not_json", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
-         r"model config 'mymodel/model_config.json' is not readable JSON",
+         r"'mymodel/model_config.json'.*JSON",
          copy_model(write_file("model_config.json", "{z_size: 8"))),
     case("checkpoint_other_z_size", "sample.py", ["--model_dir=mymodel"] + SAMPLE[1:],
-         r"checkpoint 'mymodel/ckpt-\d+' does not match the model config: variable "
-         r".* has shape \(.*\) in the checkpoint but \(.*\) in the model",
+         r"'mymodel/ckpt-\d+'.*model config.*shape",
          copy_model(edit_config(z_size=16))),
-    case("sample_output_under_a_file", "sample.py",
-         SAMPLE[:2] + ["--output_dir=afile/out"],
-         r"--output_dir 'afile/out' cannot be created: 'afile' is a file, not a folder",
-         touch("afile"), sub=True),
-    case("sample_disk_full", "sample.py", SAMPLE,
-         r"cannot write --output_dir='out': No space left on device", disk_full=True),
+    case("sample_no_data_recorded", "sample.py",
+         ["--model_dir=mymodel", "--output_dir=out"],
+         r"--data_dir.*'mymodel'", copy_model(remove_file("train_info.json"))),
+    case("sample_num_per_category_0", "sample.py", SAMPLE + ["--num_per_category=0"],
+         r"--num_per_category=0"),
+    case("sample_temperature_0", "sample.py", SAMPLE + ["--temperature=0"],
+         r"--temperature=0.*--greedy"),
+    case("sample_two_modes", "sample.py", SAMPLE + ["--level_k=1", "--level_l=0"],
+         r"--level_k and --level_l"),
+    case("sample_level_k_out_of_range", "sample.py", SAMPLE + ["--level_k=7"],
+         r"--level_k=7.*0, 1, 2, 3"),
+    case("sample_level_l_out_of_range", "sample.py", SAMPLE + ["--level_l=-1"],
+         r"--level_l=-1"),
+    case("sample_dead_level_k", "sample.py",
+         ["--model_dir=dead_k", "--level_k=3", "--output_dir=out"],
+         r"--level_k=3.*dead.*0, 1, 2$", sub=True),
     case("sample_dead_level_l", "sample.py",
          ["--model_dir=dead_l", "--level_l=1", "--output_dir=out"],
-         r"--level_l=1 is a dead level-l unit \(prior ~ 0, pruned by RPCL\): choose "
-         r"a live one: 0$"),
+         r"--level_l=1.*dead.*0$"),
+    case("sample_unknown_category", "sample.py", SAMPLE + ["--categories=fish,horse"],
+         r"--categories.*horse"),
+    case("sample_analogy_malformed", "sample.py", SAMPLE + ["--analogy=0,x"],
+         r"--analogy='0,x'"),
+    case("sample_analogy_out_of_range", "sample.py", SAMPLE + ["--analogy=0,1,32"],
+         r"--analogy.*32"),
+    case("sample_interpolate_out_of_range", "sample.py", SAMPLE + ["--interpolate=-2,3"],
+         r"--interpolate.*-2"),
+    case("sample_output_under_a_file", "sample.py",
+         SAMPLE[:2] + ["--output_dir=afile/out"],
+         r"--output_dir 'afile/out'.*'afile' is a file", touch("afile"), sub=True),
+    case("sample_disk_full", "sample.py", SAMPLE,
+         r"--output_dir='out'.*No space left", disk_full=True),
     # evaluate.py
+    case("evaluate_no_model_dir", "evaluate.py", EVAL, r"--model_dir"),
+    case("evaluate_model_dir_missing", "evaluate.py", ["--model_dir=nowhere"] + EVAL,
+         r"'nowhere' does not exist"),
+    case("evaluate_batch_size_0", "evaluate.py",
+         ["--model_dir=model", "--batch_size=0"] + EVAL, r"--batch_size=0"),
     case("evaluate_no_config", "evaluate.py", ["--model_dir=mymodel"] + EVAL,
-         r"no model config at 'mymodel/model_config.json': train a model first",
-         touch("mymodel/notes.txt")),
+         r"no model config.*'mymodel/model_config.json'", touch("mymodel/notes.txt")),
     case("evaluate_no_checkpoint", "evaluate.py", ["--model_dir=mymodel"] + EVAL,
-         r"no checkpoint in 'mymodel': train first", only_config),
+         r"no checkpoint in 'mymodel'", only_config),
     case("evaluate_checkpoint_other_num_mixture", "evaluate.py",
          ["--model_dir=mymodel"] + EVAL,
-         r"checkpoint 'mymodel/ckpt-\d+' does not match the model config: variable "
-         r".*has shape \(4, .*\) in the checkpoint but \(6, .*\) in the model",
+         r"'mymodel/ckpt-\d+'.*model config.*\(4, .*\(6, ",
          copy_model(edit_config(num_mixture=3))),
     case("evaluate_other_data", "evaluate.py",
          ["--model_dir=model", "--data_dir=mydata", "--samples_dir=", "--output=e.json"],
-         r"category 'fish': stroke file 'mydata/fish.npz' not found \(available: cat, "
-         r"house\)", other_categories),
+         r"'mydata/fish.npz' not found.*cat, house", other_categories),
     case("evaluate_samples_missing", "evaluate.py",
          ["--model_dir=model", "--data_dir=data", "--samples_dir=nosamples",
           "--output=e.json"],
-         r"'nosamples/samples.npz' not found: run sample.py first",
-         touch("nosamples/notes.txt")),
+         r"'nosamples/samples.npz' not found", touch("nosamples/notes.txt")),
     case("evaluate_output_under_a_file", "evaluate.py",
          ["--model_dir=model", "--data_dir=data", "--samples_dir=",
           "--output=afile/e.json"],
-         r"--output 'afile/e.json' cannot be created: 'afile' is a file",
-         touch("afile")),
+         r"--output 'afile/e.json'.*'afile' is a file", touch("afile")),
     # visualization.py
     case("tsne_too_few_samples", "visualization.py",
          ["--input_dir=samples", "--output_dir=figs"],
-         r"'samples/samples.npz' has 3 sample\(s\): t-SNE needs at least 5; sample "
-         r"more with sample.py --num_per_category", samples(3), sub=True),
+         r"'samples/samples.npz' has 3 sample.*at least 5", samples(3), sub=True),
+    case("samples_empty", "visualization.py",
+         ["--input_dir=samples", "--output_dir=figs"],
+         r"'samples/samples.npz' contains no samples", samples(0)),
     case("samples_truncated", "visualization.py",
          ["--input_dir=samples", "--output_dir=figs"],
          r"'samples/samples.npz' is not a readable npz",
@@ -190,41 +210,38 @@ CASES = [
                                                              "samples.npz")))),
     case("samples_inconsistent", "visualization.py",
          ["--input_dir=samples", "--output_dir=figs"],
-         r"key 'pi_k' \(shape \(3,\), dtype float64\) is invalid: expected \(4,\)",
+         r"'samples/samples.npz'.*'pi_k'.*\(4,\)",
          samples(pi_k=np.full(3, 1 / 3))),
     case("figures_under_a_file", "visualization.py",
          ["--input_dir=samples", "--output_dir=afile/figs"],
-         r"cannot create output directory 'afile/figs': Not a directory",
-         chain(samples(), touch("afile")), sub=True),
+         r"'afile/figs'.*Not a directory", chain(samples(), touch("afile")), sub=True),
     case("figures_disk_full", "visualization.py",
          ["--input_dir=samples", "--output_dir=figs"],
-         r"cannot write 'figs/result.jpg': No space left on device", samples(),
-         disk_full=True),
+         r"'figs/result.jpg'.*No space left", samples(), disk_full=True),
     # data commands
     case("synthetic_out_dir_is_a_file", "data.synthetic",
          ["--out_dir=afile", "--num_train=2", "--num_valid=1", "--num_test=1"],
-         r"cannot create output directory 'afile': File exists", touch("afile"),
-         sub=True),
+         r"'afile'.*File exists", touch("afile"), sub=True),
     case("synthetic_empty_split", "data.synthetic", ["--out_dir=syn", "--num_valid=0"],
-         r"--num_train/--num_valid/--num_test must be >= 1, got \(5000, 0, 500\)"),
+         r"--num_train/--num_valid/--num_test.*\(5000, 0, 500\)"),
     case("seq2png_infinite_offsets", "data.seq2png",
          ["--data_dir=mydata", "--categories=fish", "--out_dir=pngs", "--workers=1"],
-         r"'mydata/fish.npz' split 'valid' sketch 0 contains NaN or infinite values",
+         r"'mydata/fish.npz' split 'valid' sketch 0.*infinite",
          edit_sketch("valid", 0, np.array([[np.inf, 0, 1]])), sub=True),
     case("seq2png_png_width", "data.seq2png",
          ["--data_dir=data", "--categories=fish", "--out_dir=pngs", "--png_width=4"],
-         r"--png_width must be an integer >= 8, got 4"),
+         r"--png_width.*4"),
     case("seq2png_disk_full", "data.seq2png",
          ["--data_dir=data", "--categories=fish", "--out_dir=pngs", "--workers=1"],
-         r"cannot write 'pngs/fish_png.npz': No space left on device", disk_full=True),
+         r"'pngs/fish_png.npz'.*No space left", disk_full=True),
     case("quickdraw_unknown_category", "data.quickdraw",
          ["--categories=bee,nope", "--out_dir=qd", "--base_url={url}"],
-         r"unknown category 'nope': URL/nope.npz does not exist \(HTTP 404\)", sub=True),
+         r"'nope'.*URL/nope.npz.*404", sub=True),
     case("quickdraw_no_categories", "data.quickdraw", ["--out_dir=qd"],
-         r"--categories is required, e.g. --categories bee,bus"),
+         r"--categories"),
     case("quickdraw_out_dir_under_a_file", "data.quickdraw",
          ["--categories=bee", "--out_dir=afile/qd", "--base_url={url}"],
-         r"cannot create output directory 'afile/qd': Not a directory", touch("afile")),
+         r"'afile/qd'.*Not a directory", touch("afile")),
 ]
 BY_NAME = {c["name"]: c for c in CASES}
 assert len(BY_NAME) == len(CASES)
@@ -239,10 +256,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def shared(tiny_model, tmp_path_factory):
-  """Folders every case links to (read-only): data, model, dead_l (a model
-  whose level-l unit #1 is dead), and the base URL of a local QuickDraw mirror."""
+  """Folders every case links to (read-only): data, model, dead_k / dead_l (the
+  model with level-k component #3 / level-l unit #1 dead), and the base URL
+  of a local QuickDraw mirror."""
   from model.checkpoint import CheckpointState, load_trained
-  data_dir, model_dir, _ = tiny_model
+  data_dir, model_dir, dead_k = tiny_model
   root = tmp_path_factory.mktemp("bad_inputs_shared")
   dead_l = str(root / "dead_l")
   os.makedirs(dead_l)
@@ -256,7 +274,7 @@ def shared(tiny_model, tmp_path_factory):
   handler = functools.partial(QuietHandler, directory=str(served))
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
   threading.Thread(target=server.serve_forever, daemon=True).start()
-  links = dict(data=data_dir, model=model_dir, dead_l=dead_l)
+  links = dict(data=data_dir, model=model_dir, dead_k=dead_k, dead_l=dead_l)
   before = {k: snapshot(v) for k, v in links.items()}
   yield dict(links=links, url=f"http://127.0.0.1:{server.server_address[1]}/",
              root=root)
@@ -294,8 +312,10 @@ def subprocess_runs(shared):
 
 
 @pytest.fixture(scope="module")
-def doc_rows():
-  return {}
+def doc_rows(request):
+  """{case: (command, error line)}, kept where python -m tests.bad_inputs_doc
+  reads it after the run."""
+  return doc.collected(request.config)
 
 
 def normalize(text, folder, shared):
@@ -348,10 +368,6 @@ def test_docs_table_is_current(doc_rows):
   if len(doc_rows) != len(CASES):
     pytest.skip("only part of the catalogue ran")
   text = doc.render([(name,) + doc_rows[name] for name in BY_NAME])
-  path = os.path.join(ROOT, "docs", "bad_inputs.md")
-  if os.environ.get("BAD_INPUTS_DOC") == "write":
-    with open(path, "w") as f:   # a tracked doc: no output manifest
-      f.write(text)
-  with open(path) as f:
-    assert f.read() == text, ("docs/bad_inputs.md is stale: regenerate with "
-                              "BAD_INPUTS_DOC=write pytest tests/test_bad_inputs.py")
+  with open(doc.PATH) as f:
+    assert f.read() == text, ("docs/bad_inputs.md is stale: regenerate it with "
+                              "python -m tests.bad_inputs_doc")

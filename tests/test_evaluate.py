@@ -1,15 +1,13 @@
-"""evaluate.py: the metric core with stand-in encoder / hierarchy / classifier,
-style labels, reference checks, and the CLI's bad-input handling."""
+"""model/evaluation.py: the metric core with stand-in encoder / hierarchy /
+classifier, style labels, reference checks, and evaluate() end to end (the
+CLI's bad inputs are cases of tests/test_bad_inputs.py)."""
 import collections
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from model import evaluation
-from tests.conftest import ROOT
 from tests.test_classifier import SHAPES, draw_shapes
 from tests.test_visualization import write_samples
 from utils import figures
@@ -139,26 +137,6 @@ def test_format_table_lists_every_metric():
   for text in ("Rec", "0.900", "0.950", "Ret top50", "level_k vs category",
                "0.250", "3/10", "2/5"):
     assert text in table
-
-
-def _run_cli(*args):
-  return subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=180,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-
-
-@pytest.mark.parametrize("args,expect", [
-    ((), "--model_dir is required"),
-    (("--model_dir={tmp}/nope", "--data_dir={tmp}"), "does not exist"),
-    (("--model_dir={tmp}", "--data_dir={tmp}", "--batch_size=0"),
-     "--batch_size=0 must be >= 1"),
-])
-def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
-  r = _run_cli(*[a.format(tmp=tmp_path) for a in args])
-  assert r.returncode == 2, r.stderr
-  last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and expect in last, r.stderr
-  assert "Traceback" not in r.stderr
 
 
 @pytest.fixture

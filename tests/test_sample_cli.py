@@ -1,21 +1,17 @@
-"""sample.py: outputs of every mode, determinism, atomic output folder, and the
-bad-input catalogue (exit 2, one line, nothing written).
-
-The tiny model is the session's (tests/conftest.py: tiny_model, trained a few
-steps by model.training.train on a tiny data.synthetic dataset); most runs call model.synthesis.synthesize or run sample.py
-in process, a few go through a real subprocess.
+"""sample.py's synthesis (model/synthesis.py): outputs of every mode,
+determinism, atomic output folder.  The tiny model is the session's
+(tests/conftest.py: tiny_model); sample.py's bad inputs are cases of
+tests/test_bad_inputs.py.
 """
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from hparams import CONFIG_NAME
-from tests.conftest import ROOT, TINY_CATS
+from tests.conftest import TINY_CATS
 from utils.errors import UserError
 
 N = 4  # sketches per category
@@ -153,74 +149,3 @@ def test_old_config_with_missing_fields_still_samples(trained, tmp_path):
   json.dump(config, open(path, "w"))
   run((trained[0], model_dir, None), tmp_path / "o", num_per_category=1)
   assert len(load(tmp_path / "o")["z"]) == 2
-
-
-# --- bad input: one line on stderr, exit 2, nothing written ------------------
-
-def in_process(args):
-  """sample.py through absl flag parsing and cli_main, in this process."""
-  from tests.cli_harness import run_in_process
-  code, _, err = run_in_process("sample.py", args)
-  return code, err
-
-
-def bad_cases(trained, tmp_path):
-  data_dir, model_dir, dead_dir = trained
-  empty = tmp_path / "empty_model"
-  empty.mkdir()
-  no_ckpt = tmp_path / "no_ckpt"
-  no_ckpt.mkdir()
-  shutil.copy(os.path.join(model_dir, CONFIG_NAME), no_ckpt)
-  unrecorded = tmp_path / "unrecorded"  # a model without train_info.json
-  shutil.copytree(model_dir, unrecorded,
-                  ignore=shutil.ignore_patterns("train_info.json"))
-  m = f"--model_dir={model_dir}"
-  d = f"--data_dir={data_dir}"
-  return {
-      "no_config": ([f"--model_dir={empty}", d], "no model config"),
-      "no_checkpoint": ([f"--model_dir={no_ckpt}", d], "no checkpoint"),
-      "num_per_category": ([m, d, "--num_per_category=0"], "--num_per_category=0"),
-      "level_k_range": ([m, "--level_k=7"], r"--level_k=7 is out of range.*0, 1, 2, 3"),
-      "level_l_range": ([m, "--level_l=-1"], r"--level_l=-1 is out of range"),
-      "dead": ([f"--model_dir={dead_dir}", "--level_k=3"],
-               r"--level_k=3 is a dead .*: 0, 1, 2$"),
-      "analogy_range": ([m, d, "--analogy=0,1,32"], r"index 32 is out of range"),
-      "analogy_syntax": ([m, d, "--analogy=0,x"], r"--analogy='0,x' is malformed"),
-      "interp_range": ([m, d, "--interpolate=-2,3"], r"index -2 is out of range"),
-      "category": ([m, d, "--categories=fish,horse"], "unknown horse"),
-      "temperature": ([m, d, "--temperature=0"], "--temperature=0.0"),
-      "two_modes": ([m, "--level_k=1", "--level_l=0"], "exclude each other"),
-      "no_data": ([f"--model_dir={unrecorded}"], "--data_dir is required"),
-  }
-
-
-def test_bad_input_in_process(trained, tmp_path):
-  cases = bad_cases(trained, tmp_path)
-  for name, (args, pattern) in cases.items():
-    out = tmp_path / f"out_{name}"
-    code, err = in_process(args + [f"--output_dir={out}"])
-    assert code == 2, name
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
-    assert __import__("re").search(pattern, lines[0]), (name, lines[0])
-    assert not out.exists(), name
-  assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
-
-
-def test_bad_input_subprocess(trained, tmp_path):
-  cases = bad_cases(trained, tmp_path)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  procs = {}
-  for name in ("dead",):
-    out = tmp_path / f"sub_{name}"
-    procs[name] = (out, subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "sample.py"), f"--output_dir={out}"]
-        + cases[name][0], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True))
-  for name, (out, proc) in procs.items():
-    stdout, stderr = proc.communicate(timeout=120)
-    errors = [l for l in stderr.splitlines() if l.startswith("error: ")]
-    assert proc.returncode == 2, (name, stderr[-2000:])
-    assert len(errors) == 1 and "Traceback" not in stderr, (name, stderr[-2000:])
-    assert __import__("re").search(cases[name][1], errors[0])
-    assert not out.exists()

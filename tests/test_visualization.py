@@ -1,14 +1,12 @@
-"""visualization.py: the four figures from a small synthetic samples.npz, the
-tree's structure, and bad input (missing / empty / too few samples)."""
+"""visualization.py's figures (utils/figures.py) from a small synthetic
+samples.npz, the tree's structure, and samples.npz's checks
+(utils/samples_file.py)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import ROOT
 from utils.errors import UserError
 from utils.tree_figure import tree_structure
 from utils import figures
@@ -129,34 +127,6 @@ def test_load_samples_rejects_bad_files(tmp_path):
   write_samples(str(tmp_path), z=z)
   with pytest.raises(UserError, match="'z'.*finite"):
     load_samples(str(tmp_path))
-
-
-def _run_cli(*args):
-  return subprocess.run([sys.executable, "visualization.py", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-
-
-@pytest.mark.parametrize("case", ["missing", "empty_samples", "too_few"])
-def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
-  if case == "too_few":
-    a = write_samples(str(tmp_path), n=24)
-    write_samples(str(tmp_path), **{k: a[k][:4] for k in (
-        "images", "z", "label_k", "label_l", "category", "ref_index")})
-    expect = "t-SNE needs at least 5"
-  elif case == "empty_samples":
-    a = write_samples(str(tmp_path), n=24)
-    write_samples(str(tmp_path), **{k: a[k][:0] for k in (
-        "images", "z", "label_k", "label_l", "category", "ref_index")})
-    expect = "contains no samples"
-  else:
-    expect = "samples.npz' not found"
-  r = _run_cli(f"--input_dir={tmp_path}", f"--output_dir={tmp_path}/out")
-  assert r.returncode == 2, r.stderr
-  lines = r.stderr.strip().splitlines()
-  assert lines[-1].startswith("error: ") and expect in lines[-1], r.stderr
-  assert "Traceback" not in r.stderr
-  assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
 
 
 def test_snap_to_grid_gives_distinct_cells_near_positions():
