@@ -110,9 +110,9 @@ class StrokeDecoder(keras.layers.Layer):
                    self.seed_generator)
     return self.out_dense(h)
 
-  def call(self, inputs5, z, training=False, initial_state=None):
+  def call(self, inputs5, z, training=False):
     """Teacher-forced decoding: inputs5 (B, T, 5), z (B, D) -> raw (B, T, 3+6M)."""
-    states = self.initial_state(z) if initial_state is None else initial_state
+    states = self.initial_state(z)
     xw = self.project(inputs5, z, training)
     outputs, _ = recurrence.run_cell(self.cell, xw, states,
                                      training=bool(training))
