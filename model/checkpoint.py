@@ -8,9 +8,10 @@
   (``max_to_keep=3``; TF writes the data files first and the ``checkpoint``
   index file atomically last, so an interrupted save leaves the previous
   checkpoint valid).
-* :func:`load_trained` is THE loading path of sample.py, visualization.py and
-  evaluate.py: ``model_config.json`` + the latest checkpoint -> (hps, model),
-  with one-line UserErrors for every way that can fail.
+* :func:`load_trained` is THE loading path of sampling (model/synthesis.py)
+  and evaluation (model/evaluation.py): ``model_config.json`` + the latest
+  checkpoint -> (hps, model), with one-line UserErrors for every way that can
+  fail.
 """
 import json
 import os
