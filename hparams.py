@@ -80,6 +80,7 @@ class HParams:
   q_init: str = "block"               # initial q(k|l) bonus: block | anchor
   # --- speed switches ---
   jit_compile: bool = False           # XLA-compile the train step
+  length_buckets: int = 0             # >0: training batches padded per length bucket
   precision: str = "float32"          # float32 | mixed_float16 | mixed_bfloat16
 
   @property
@@ -130,7 +131,7 @@ class HParams:
                 "num_output_mixture", "hyper_num_units", "hyper_embedding_size",
                 "rpcl_every", "patience"):
       need(getattr(self, key) >= 1, key, "an integer >= 1")
-    for key in ("em_steps", "warmup_steps"):
+    for key in ("em_steps", "warmup_steps", "length_buckets"):
       need(getattr(self, key) >= 0, key, "an integer >= 0")
     need(self.max_seq_len == -1 or self.max_seq_len >= 1, "max_seq_len",
          "-1 (computed) or an integer >= 1")
@@ -188,11 +189,12 @@ PRESETS = {
                   hyper_num_units=64, hyper_embedding_size=16,
                   num_output_mixture=10, num_per_category=5000,
                   learning_rate=0.003, em_steps=100, warmup_steps=100,
-                  save_every=1),
+                  save_every=1, length_buckets=4),
     "tiny": dict(dec_rnn_size=32, z_size=8, batch_size=16,
                  hyper_num_units=16, hyper_embedding_size=4,
                  num_output_mixture=3, num_per_category=64,
-                 em_steps=10, warmup_steps=20, use_recurrent_dropout=False),
+                 em_steps=10, warmup_steps=20, use_recurrent_dropout=False,
+                 length_buckets=4),
 }
 
 

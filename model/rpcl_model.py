@@ -34,16 +34,19 @@ TRAIN_KEYS = LOSS_KEYS + ("kl_weight", "lr", "is_rpcl", "use_stroke",
                           "num_live_k", "nonfinite")
 
 
-def batch_signature(hps, batch_size=None):
+def batch_signature(hps, batch_size=None, free_length=False):
   """TensorSpecs of a ``(strokes5, seq_len, images, labels)`` batch.
 
   ``batch_size=None`` leaves the batch dimension free (evaluation batches keep
-  their remainder); training batches are drop_remainder, so fully static.
+  their remainder); training batches are drop_remainder, so static.
+  ``free_length``: the time dimension too (length-bucketed training batches:
+  one trace for every bucket).
   """
   if hps.max_seq_len < 1:
     raise ValueError("hps.max_seq_len must be computed from the data first")
   w = hps.png_width
-  return (tf.TensorSpec([batch_size, hps.max_seq_len + 1, 5], tf.float32),
+  steps = None if free_length else hps.max_seq_len + 1
+  return (tf.TensorSpec([batch_size, steps, 5], tf.float32),
           tf.TensorSpec([batch_size], tf.int32),
           tf.TensorSpec([batch_size, w, w, 1], tf.float32),
           tf.TensorSpec([batch_size], tf.int32))
@@ -318,12 +321,15 @@ class RPCLPix2SeqH(keras.Model):
 
   # --- compiled versions --------------------------------------------------
   def compiled_train_step(self):
-    """``train_step`` as a tf.function with the static training signature."""
+    """``train_step`` as a tf.function with the training signature (time
+    dimension free with length buckets: still one trace)."""
     if getattr(self, "_train_fn", None) is None:
+      hps = self.hps
       self._train_fn = tf.function(
-          self.train_step, jit_compile=self.hps.jit_compile,
+          self.train_step, jit_compile=hps.jit_compile,
           reduce_retracing=True, autograph=False,
-          input_signature=[batch_signature(self.hps, self.hps.batch_size)])
+          input_signature=[batch_signature(hps, hps.batch_size,
+                                           free_length=hps.length_buckets > 0)])
     return self._train_fn
 
   def compiled_eval_step(self):

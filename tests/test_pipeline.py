@@ -7,7 +7,7 @@ import pytest
 from data import images as I
 from data import strokes as S
 from data.dataset import Split, load_dataset
-from data.pipeline import make_dataset, num_batches, semi_mask
+from data.pipeline import bucket_boundaries, make_dataset, num_batches, semi_mask
 from hparams import get_hparams
 from tests.conftest import SHARED_DATA
 from utils.errors import UserError
@@ -126,9 +126,13 @@ def test_real_files_through_pipeline(tmp_path):
   d = load_dataset(str(tmp_path), hps)
   assert len(d.splits["train"]) == 900 and d.max_seq_len >= 100
   ds = make_dataset(d.splits["train"], hps, d.max_seq_len, training=True, seed=0)
+  bounds = bucket_boundaries([len(x) for x in d.splits["train"].strokes],
+                             hps.length_buckets, d.max_seq_len)   # small: on
+  assert bounds[-1] == d.max_seq_len and len(bounds) > 1
   labels = []
   for x5, n, img, lab in ds:
-    assert x5.shape == (32, d.max_seq_len + 1, 5) and img.shape == (32, 48, 48, 1)
+    assert x5.shape[1] - 1 == n.numpy().max() <= bounds[-1]   # its longest
+    assert x5.shape[::2] == (32, 5) and img.shape == (32, 48, 48, 1)
     labels.append(lab.numpy())
   assert sorted(np.unique(np.concatenate(labels))) == [0, 1, 2]
   assert sum(map(len, labels)) == 896
@@ -214,7 +218,7 @@ def test_training_pipeline_shapes_and_stroke5_layout():
   rng = np.random.default_rng(5)
   sp = toy_split(37, rng)
   hps = hps_for(["a"], batch_size=8, augment_stroke_prob=0.5,
-                png_rotate_angle=10, png_translate_dist=2)
+                png_rotate_angle=10, png_translate_dist=2, length_buckets=0)
   ds = make_dataset(sp, hps, 20, training=True, seed=1)
   assert ds.element_spec[0].shape == (8, 21, 5) and ds.element_spec[2].shape == (8, W, W, 1)
   batches = collect(ds)
@@ -260,6 +264,65 @@ def test_pipeline_deterministic_per_seed_and_reshuffled_per_epoch():
   x5, n, _, lab = a0[0]
   assert any(not np.array_equal(x5[j, 1:n[j] + 1, :2], sp.strokes[lab[j]][:, :2])
              for j in range(8))
+
+
+
+def test_bucket_boundaries():
+  lengths = np.arange(1, 101)   # quantiles 25.75, 50.5, 75.25
+  np.testing.assert_array_equal(bucket_boundaries(lengths, 4, 130),
+                                [32, 56, 80, 130])
+  np.testing.assert_array_equal(bucket_boundaries(lengths, 4, 60), [32, 56, 60])
+  np.testing.assert_array_equal(bucket_boundaries(lengths, 1, 100), [100])
+  np.testing.assert_array_equal(bucket_boundaries([5] * 9, 3, 20), [8, 20])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_length_buckets_pad_each_batch_to_its_longest_or_bucket(jit):
+  rng = np.random.default_rng(7)
+  n, bsz = 150, 12
+  labels = np.arange(n, dtype=np.int32) % 3       # category 2: long sketches
+  strokes = [S.apply_scale([make_sketch(rng, int(rng.integers(3, 12 + 14 * c)))],
+                           10.0)[0] for c in labels]
+  ids = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None], (n, W, W))
+  sp = Split(strokes, np.ascontiguousarray(ids), labels)   # image = its index
+  lengths = np.array([len(x) for x in strokes])
+  hps = hps_for(["a", "b", "c"], batch_size=bsz, augment_stroke_prob=0.3,
+                length_buckets=3, jit_compile=jit, png_scale_ratio=1.0)
+  index = lambda batch: np.rint((batch[2][:, 0, 0, 0] + 1) * 127.5).astype(int)
+  bounds = bucket_boundaries(lengths, 3, 40)
+  ds = make_dataset(sp, hps, 40, training=True, seed=2)
+  assert ds.element_spec[0].shape.as_list() == [bsz, None, 5]
+  plain = make_dataset(sp, hps.replace(length_buckets=0), 40, training=True,
+                       seed=2)
+  for epoch, plain_epoch in zip((collect(ds), collect(ds)),
+                                (collect(plain), collect(plain))):
+    # the same sketches as the unbucketed epoch (same remainder dropped)
+    got = np.concatenate([index(b) for b in epoch])
+    np.testing.assert_array_equal(np.sort(got), np.sort(np.concatenate(
+        [index(b) for b in plain_epoch])))
+    assert len(epoch) == n // bsz and len(set(got)) == len(got)
+    for batch in epoch:
+      x5, lens, _, cats = batch
+      lab = index(batch)
+      np.testing.assert_array_equal(cats, labels[lab])
+      assert len(set(cats)) == 3   # every batch mixes the categories
+      pad = x5.shape[1] - 1       # XLA: the smallest boundary holding the batch
+      assert pad == (bounds[np.searchsorted(bounds, lengths[lab].max())]
+                     if jit else lens.max())
+      assert (lens <= lengths[lab]).all()
+      np.testing.assert_array_equal(x5[:, 0], np.tile([0, 0, 1, 0, 0], (bsz, 1)))
+      for row, length in zip(x5, lens):
+        np.testing.assert_array_equal(row[length + 1:, 4], 1)
+    # sketches of similar within-category length share batches: the batches'
+    # longest sketches are much shorter than in random batches
+    longest = lambda batches: np.mean([lengths[index(b)].max() for b in batches])
+    assert longest(epoch) < 0.8 * longest(plain_epoch)
+  again = collect(make_dataset(sp, hps, 40, training=True, seed=2))
+  for x, y in zip(again, collect(make_dataset(sp, hps, 40, training=True, seed=2))):
+    for u, v in zip(x, y):
+      np.testing.assert_array_equal(u, v)
+  evaluation = collect(make_dataset(sp, hps, 40, training=False, seed=0))
+  assert all(b[0].shape[1] == 41 for b in evaluation)   # eval: unchanged
 
 
 # ---------------------------------------------------------------- semi mask
