@@ -49,6 +49,7 @@ from hparams import load_config  # noqa: E402
 from model.training import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
                             log, train)
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.threads import configure_threads  # noqa: E402
 
 
 def hps_from_flags():
@@ -77,7 +78,9 @@ def main(argv):
     raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
   if not FLAGS.data_dir:
     raise UserError(NO_DATA_HINT)
-  summary = train(hps_from_flags(), FLAGS.data_dir, FLAGS.log_root,
+  hps = hps_from_flags()
+  configure_threads()   # before any TF op
+  summary = train(hps, FLAGS.data_dir, FLAGS.log_root,
                   resume=FLAGS.resume_training, seed=FLAGS.seed,
                   num_steps=FLAGS.num_steps, max_epochs=FLAGS.max_epochs,
                   log_every=FLAGS.log_every,

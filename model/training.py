@@ -26,7 +26,8 @@ from utils.io import check_writable, ensure_dir
 from utils.progress import Progress
 
 # hparams a resumed run may change; the computed ones are filled from data.
-RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile")
+RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile",
+                  "length_buckets")
 COMPUTED_KEYS = {"max_seq_len": -1, "scale_factor": 0.0}
 NONFINITE_RESTORE_AFTER = 3    # consecutive skipped steps -> restore checkpoint
 NONFINITE_GIVE_UP = 12         # consecutive skipped steps -> stop with an error
