@@ -272,13 +272,16 @@ class RPCLPix2SeqH(keras.Model):
     (total, lil, pen, de, gau, ij), grads = self.losses_and_gradients(
         batch, step, batch_sum, replica)
     scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
+    # Every logged loss counts, also the one this step does not descend on:
+    # a non-finite value there means a bad batch, and the step is skipped.
+    losses_ = list(scalars.values())
     if replica is None:
-      ok = all_finite([total] + grads + list(self.hierarchy.state()))
+      ok = all_finite(losses_ + grads + list(self.hierarchy.state()))
     else:
       # Global losses and gradients (a non-finite local gradient makes the
       # sum non-finite); the hierarchy state is the same on every replica.
       bad, scalars, grads = replica.all_reduce(
-          (tf.cast(tf.logical_not(all_finite([total])), tf.float32), scalars,
+          (tf.cast(tf.logical_not(all_finite(losses_)), tf.float32), scalars,
            grads))
       ok = tf.logical_and(bad == 0,
                           all_finite(grads + list(self.hierarchy.state())))
