@@ -148,7 +148,12 @@ class RPCLPix2SeqH(keras.Model):
     Here a ``tf.cond`` picks the branch whose other loss is a stop-gradient
     constant, so the unused decoder's backward is never run; its weights
     get zero gradients (Adam still steps them), the same values the
-    ``tf.where`` of ``losses.total_loss`` gives them."""
+    ``tf.where`` of ``losses.total_loss`` gives them.  Under XLA
+    (``hps.jit_compile``) both are differentiated: XLA cannot compile the
+    gradient of a tf.cond whose branches hold loops (FakeParam)."""
+    if self.hps.jit_compile:
+      return self._decode_losses(strokes5, images, z, True, gbs)
+
     def decode(stroke_grads):
       raw = self.stroke_decoder(strokes5[:, :-1], z, training=True)
       params = self.stroke_decoder.split_params(raw)
