@@ -1,7 +1,7 @@
 """Train-step speed against the machine's sgemm rate and Keras' own LSTM.
 
   python -m benchmarks.bench_train [--sizes small,paper] [--reps 3]
-      [--intra_op 0 --inter_op 0] [--defer_rec_grad auto|on|off] [--jit_body]
+      [--intra_op 0 --inter_op 0]
 
 In ONE process (so that machine load hits all of them alike), per size:
   sgemm   tf.linalg.matmul of two 4096x4096 float32 matrices (the machine's limit)
@@ -9,7 +9,12 @@ In ONE process (so that machine load hits all of them alike), per size:
   lstm    keras.layers.LSTM(H) train step (fwd + bwd + Adam), input 5 + D, T steps
   dec     our StrokeDecoder + MDN loss train step (fwd + bwd + Adam)
   rec     the recurrence alone (recurrence.run_cell, fwd + bwd, no optimiser)
-  full    RPCLPix2SeqH.compiled_train_step, exactly as train.py runs it
+  rec_old the same by autodiff of the plain loop (tests/reference_paths.py)
+  full    RPCLPix2SeqH.compiled_train_step, exactly as train.py runs it, on a
+          stroke step (warm-up over: the steady state)
+  full_old the same step traced with the old paths (reference_paths.old_paths:
+          autodiff recurrence, space-to-batch dilated convs, both decoders'
+          backward)
   hier    hierarchy update + all losses (+ their backward) at the same B, D, K, L
 Times are the minimum over ``reps`` (the machine is shared).  Sizes: ``small``
 (the small preset, T=130) and ``paper`` (H=2048, B=128, T=130, D=128, K=L=16:
@@ -24,7 +29,10 @@ FLOP counts (matmul / conv multiply-adds x 2, executed; elementwise ops ignored)
                            + 2 B H (3 + 6M) (mixture head)
   convs (encoder, image decoder): 2 * out_pixels * 9 * Cin * Cout per image
   train step = 3 x fwd (backward: one matmul for the input grad, one for the
-  weight grad, each the size of the forward one).
+  weight grad, each the size of the forward one); the full step counts the
+  image decoder's forward only (a stroke step does not back-propagate it).
+Threads: utils/threads.configure_threads (what train.py uses) unless
+--intra_op / --inter_op are given.
 """
 import os
 import resource
@@ -41,19 +49,24 @@ if __name__ == "__main__":
   flags.DEFINE_integer("reps", 3, "timed repetitions at the small size")
   flags.DEFINE_integer("reps_big", 1, "timed steps at the paper size")
   flags.DEFINE_integer("seq_len", 130, "T")
-  flags.DEFINE_integer("intra_op", 0, "TF intra-op threads (0: TF default)")
-  flags.DEFINE_integer("inter_op", 0, "TF inter-op threads (0: TF default)")
-  flags.DEFINE_enum("defer_rec_grad", "auto", ["auto", "on", "off"],
-                    "deferred recurrent-weight gradient (auto: the model default)")
-  flags.DEFINE_boolean("jit_body", False, "XLA-compile the loop body only")
+  flags.DEFINE_integer("intra_op", -1, "TF intra-op threads (-1: "
+                       "configure_threads, 0: TF default)")
+  flags.DEFINE_integer("inter_op", -1, "TF inter-op threads (as intra_op)")
   flags.DEFINE_boolean("jit_step", False, "XLA-compile the whole train step "
                        "(hps.jit_compile; also the decoder-alone step)")
-  flags.DEFINE_list("parts", [], "subset of sgemm,rows,lstm,dec,rec,full,hier")
+  flags.DEFINE_list("parts", [], "subset of " + ",".join(
+      ("sgemm", "rows", "lstm", "dec", "rec", "rec_old", "full", "full_old",
+       "hier")))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-ALL_PARTS = ("sgemm", "rows", "lstm", "dec", "rec", "full", "hier")
+from benchmarks.flops import (conv_fwd_flops, decoder_fwd_flops,  # noqa: E402
+                              gate_width, lstm_fwd_flops,
+                              recurrence_fwd_flops)
+
+ALL_PARTS = ("sgemm", "rows", "lstm", "dec", "rec", "rec_old", "full",
+             "full_old", "hier")
 SIZES = {
     "small": ("small", "max_seq_len=130"),
     "paper": ("paper", "max_seq_len=130,num_mixture=16,num_sub=1"),
@@ -101,53 +114,6 @@ def _block(out):
   for t in tf.nest.flatten(out):
     if hasattr(t, "numpy"):
       t.numpy()
-
-
-# --- analytic FLOP counts (module doc) ---------------------------------------
-
-def gate_width(hps):
-  """F: the fused gate columns of the decoder cell."""
-  extra = 4 * hps.hyper_num_units if hps.dec_model == "hyper" else 0
-  return 4 * hps.dec_rnn_size + extra
-
-
-def lstm_fwd_flops(batch, steps, n_in, units):
-  return steps * 2 * batch * (n_in + units) * 4 * units
-
-
-def recurrence_fwd_flops(hps, batch, steps):
-  """The per-step matmuls inside the loop (recurrent + hyper), all T steps."""
-  h, f = hps.dec_rnn_size, gate_width(hps)
-  per_step = 2 * batch * h * f
-  if hps.dec_model == "hyper":
-    nh, e = hps.hyper_num_units, hps.hyper_embedding_size
-    per_step += 2 * batch * nh * 4 * nh + 2 * batch * nh * 12 * e \
-        + 2 * batch * e * 12 * h
-  return steps * per_step
-
-
-def decoder_fwd_flops(hps, batch, steps):
-  """Input projection + recurrence + init state + mixture head."""
-  h, f = hps.dec_rnn_size, gate_width(hps)
-  proj = steps * 2 * batch * 5 * f + 2 * batch * hps.z_size * f
-  init = 2 * batch * hps.z_size * (2 * h + (2 * hps.hyper_num_units
-                                            if hps.dec_model == "hyper" else 0))
-  head = steps * 2 * batch * h * (3 + 6 * hps.num_output_mixture)
-  return proj + recurrence_fwd_flops(hps, batch, steps) + init + head
-
-
-def conv_fwd_flops(hps, batch):
-  """Encoder + image decoder convolutions and dense layers (model/encoder.py,
-  model/image_decoder.py architecture), per batch."""
-  w, d = hps.png_width, hps.z_size
-  conv = lambda side, cin, cout: 2 * side * side * 9 * cin * cout
-  enc = (3 * conv(w, 1, 32) + conv(w // 2, 32, 32) + 3 * conv(w // 2, 32, 64)
-         + conv(w // 4, 64, 64) + conv(w // 8, 64, 128) + conv(w // 16, 128, 256)
-         + 2 * 2 * (w // 16) ** 2 * 256 * d)
-  # transposed conv: 2 * in_pixels * 9 * Cin * Cout
-  dec = (2 * d * (w // 16) ** 2 * 256 + conv(w // 16, 256, 128)
-         + conv(w // 8, 128, 64) + conv(w // 4, 64, 32) + conv(w // 2, 32, 1))
-  return batch * (enc + dec)
 
 
 # --- the timed parts ------------------------------------------------------------
@@ -235,11 +201,13 @@ def decoder_step(hps, model, batch):
   return step, (batch[0], z)
 
 
-def recurrence_step(hps, model):
-  """recurrence.run_cell alone, fwd + bwd (gradients w.r.t. the cell's weights)."""
+def recurrence_step(hps, model, old=False):
+  """recurrence.run_cell alone, fwd + bwd (gradients w.r.t. the cell's
+  weights); ``old``: autodiff of the plain loop instead."""
   from model import recurrence
-  dec = model.stroke_decoder
-  cell = dec.cell
+  from tests.reference_paths import plain_run_cell
+  cell = model.stroke_decoder.cell
+  run = plain_run_cell if old else recurrence.run_cell
   b = hps.batch_size
   xw = tf.random.normal([b, hps.max_seq_len, gate_width(hps)]) * 0.1
   states = [tf.zeros([b, n]) for n in cell.state_size]
@@ -248,12 +216,25 @@ def recurrence_step(hps, model):
   @tf.function
   def step(xw, states):
     with tf.GradientTape() as tape:
-      out, _ = recurrence.run_cell(cell, xw, states, training=True,
-                                   defer_rec_grad=dec.defer_rec_grad,
-                                   jit_body=dec.jit_body)
+      out, _ = run(cell, xw, states, training=True)
       loss = tf.reduce_sum(out * 1e-3)
     return tape.gradient(loss, weights)
   return step, (xw, states)
+
+
+def old_train_step(model, batch):
+  """model.train_step compiled as compiled_train_step does, traced with the
+  old paths (tests/reference_paths.old_paths)."""
+  from model.rpcl_model import batch_signature
+  from tests.reference_paths import old_paths
+  fn = tf.function(model.train_step, jit_compile=model.hps.jit_compile,
+                   autograph=False,
+                   input_signature=[batch_signature(
+                       model.hps, model.hps.batch_size,
+                       free_length=model.hps.length_buckets > 0)])
+  with old_paths():
+    fn.get_concrete_function(batch)
+  return fn, (batch,)
 
 
 def hierarchy_losses_step(hps, model, batch):
@@ -284,36 +265,26 @@ def hierarchy_losses_step(hps, model, batch):
   return step, (m, s, raw, x_hat, batch[0], batch[2])
 
 
-def configure(hps, defer, jit_body):
-  """Applies the speed switches to a freshly built model's decoder."""
-  from model.checkpoint import build_model
-  model = build_model(hps)
-  dec = model.stroke_decoder
-  if defer != "auto":
-    dec.defer_rec_grad = defer == "on"
-  dec.jit_body = jit_body
-  return model
-
-
-def run_size(size, parts, reps, defer="auto", jit_body=False, seq_len=130,
-             jit_step=False, log=print):
+def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   """Times ``parts`` at one size; returns a dict of FLOP/s, seconds, ratios."""
   from hparams import get_hparams
   preset, over = SIZES[size]
   hps = get_hparams(preset, over.replace("max_seq_len=130",
                                          f"max_seq_len={seq_len}")
-                    + f",jit_compile={jit_step}")
+                    + f",jit_compile={jit_step},warmup_steps=0")
   b, t = hps.batch_size, hps.max_seq_len
   res = dict(size=size, jit_step=hps.jit_compile, H=hps.dec_rnn_size, B=b, T=t, D=hps.z_size,
              K=hps.num_components, L=hps.num_units, dec_model=hps.dec_model)
   lstm_flops = 3 * lstm_fwd_flops(b, t, 5 + hps.z_size, hps.dec_rnn_size)
   dec_flops = 3 * decoder_fwd_flops(hps, b, t)
   rec_flops = 3 * recurrence_fwd_flops(hps, b, t)
-  full_flops = dec_flops + 3 * conv_fwd_flops(hps, b)
+  enc_flops, img_flops = conv_fwd_flops(hps, b)
+  full_flops = dec_flops + 3 * enc_flops + img_flops
   res.update(gflop_lstm=lstm_flops / 1e9, gflop_dec=dec_flops / 1e9,
              gflop_full=full_flops / 1e9)
 
-  flops = dict(lstm=lstm_flops, rec=rec_flops, dec=dec_flops, full=full_flops)
+  flops = dict(lstm=lstm_flops, rec=rec_flops, rec_old=rec_flops,
+               dec=dec_flops, full=full_flops, full_old=full_flops)
   if "rows" in parts:
     res["rows_gflops"] = time_rows(hps, reps) / 1e9
     log(f"  [{size}] rows   {res['rows_gflops']:7.1f} GFLOP/s at (B,H)@(H,F) "
@@ -326,17 +297,20 @@ def run_size(size, parts, reps, defer="auto", jit_body=False, seq_len=130,
     flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
-  model = configure(hps, defer, jit_body)
-  res["defer_rec_grad"] = model.stroke_decoder.defer_rec_grad
-  res["jit_body"] = model.stroke_decoder.jit_body
+  from model.checkpoint import build_model
+  model = build_model(hps)
   batch = fake_batch(hps)
   if "rec" in parts:
     steps["rec"] = recurrence_step(hps, model)
+  if "rec_old" in parts:
+    steps["rec_old"] = recurrence_step(hps, model, old=True)
   if "dec" in parts:
     steps["dec"] = decoder_step(hps, model, batch)
   if "full" in parts:
     train_fn = model.compiled_train_step()
     steps["full"] = (train_fn, (batch,))
+  if "full_old" in parts:
+    steps["full_old"] = old_train_step(model, batch)
   if "hier" in parts:
     steps["hier"] = hierarchy_losses_step(hps, model, batch)
   for name, seconds in interleaved(steps, reps, log=log).items():
@@ -352,12 +326,20 @@ def run_size(size, parts, reps, defer="auto", jit_body=False, seq_len=130,
     res["dec_vs_lstm"] = res["dec_gflops"] / res["lstm_gflops"]
   if "hier" in parts and "full" in parts:
     res["hier_share"] = res["hier_s"] / res["full_s"]
+  for name in ("rec", "full"):
+    if name in parts and name + "_old" in parts:
+      res[name + "_speedup"] = res[name + "_old_s"] / res[name + "_s"]
   return res
 
 
 def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
-        defer="auto", jit_body=False, seq_len=130, jit_step=False, log=print):
-  """Every part at every size; returns a flat dict (keys prefixed by size)."""
+        seq_len=130, jit_step=False, log=print, threads="auto"):
+  """Every part at every size; returns a flat dict (keys prefixed by size).
+  ``threads``: "auto" (utils/threads.configure_threads, as train.py) or
+  "given" (already set by the caller)."""
+  if threads == "auto":
+    from utils.threads import configure_threads
+    configure_threads()
   res = dict(tf_version=tf.__version__, cpus=os.cpu_count(),
              intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
              inter_op=tf.config.threading.get_inter_op_parallelism_threads())
@@ -365,12 +347,13 @@ def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
     res["sgemm_gflops"] = time_sgemm(reps=max(reps, 3)) / 1e9
     log(f"  sgemm 4096^2: {res['sgemm_gflops']:.1f} GFLOP/s")
   for size in sizes:
-    out = run_size(size, parts, reps if size == "small" else reps_big, defer,
-                   jit_body, seq_len, jit_step, log)
+    out = run_size(size, parts, reps if size == "small" else reps_big,
+                   seq_len, jit_step, log)
     for key, value in out.items():
       res[f"{size}_{key}"] = value
     if "sgemm" in parts:   # ratios to the sgemm rate measured alongside
-      for name in ("lstm", "dec", "rec", "full", "rows"):
+      for name in ("lstm", "dec", "rec", "rec_old", "full", "full_old",
+                   "rows"):
         if f"{size}_{name}_gflops" in res:
           res[f"{size}_{name}_vs_sgemm"] = \
               res[f"{size}_{name}_gflops"] / res[f"{size}_sgemm_gflops"]
@@ -388,15 +371,15 @@ def report(res):
       continue
     g = lambda k, default=float("nan"): res.get(f"{size}_{k}", default)
     lines.append(f"  {size}: H={g('H')} B={g('B')} T={g('T')} D={g('D')} "
-                 f"K={g('K')} L={g('L')} {g('dec_model')} "
-                 f"(defer_rec_grad={g('defer_rec_grad', '?')}, "
-                 f"jit_body={g('jit_body', '?')})")
+                 f"K={g('K')} L={g('L')} {g('dec_model')}")
     for name, what in (("sgemm", "sgemm 4096^2, interleaved"),
                        ("rows", "recurrence matmul shapes only"),
                        ("lstm", "keras.layers.LSTM train step"),
                        ("rec", "our recurrence alone (fwd+bwd)"),
+                       ("rec_old", "  the same, old (autodiff) path"),
                        ("dec", "our stroke decoder train step"),
-                       ("full", "our full train step")):
+                       ("full", "our full train step"),
+                       ("full_old", "  the same, old paths")):
       if f"{size}_{name}_gflops" in res:
         ms = g(name + "_s") * 1e3 if f"{size}_{name}_s" in res else float("nan")
         lines.append(f"    {what:<32} {ms:9.0f} ms {g(name + '_gflops'):7.1f} "
@@ -404,6 +387,9 @@ def report(res):
     if f"{size}_dec_vs_lstm" in res:
       lines.append(f"    decoder / keras LSTM FLOP/s: {g('dec_vs_lstm'):.2f} "
                    f"(target >= 0.8)")
+    for name in ("rec", "full"):
+      if f"{size}_{name}_speedup" in res:
+        lines.append(f"    {name}: old / new time {g(name + '_speedup'):.2f}x")
     if f"{size}_hier_share" in res:
       lines.append(f"    hierarchy update + losses: {g('hier_s') * 1e3:.1f} ms = "
                    f"{100 * g('hier_share'):.2f}% of the full step")
@@ -415,13 +401,14 @@ def report(res):
 
 def main(argv):
   del argv
-  if FLAGS.intra_op:
+  if FLAGS.intra_op >= 0:
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op)
-  if FLAGS.inter_op:
+  if FLAGS.inter_op >= 0:
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
   parts = tuple(FLAGS.parts) or ALL_PARTS
-  res = run(FLAGS.sizes, FLAGS.reps, FLAGS.reps_big, parts, FLAGS.defer_rec_grad,
-            FLAGS.jit_body, FLAGS.seq_len, FLAGS.jit_step)
+  given = FLAGS.intra_op >= 0 or FLAGS.inter_op >= 0
+  res = run(FLAGS.sizes, FLAGS.reps, FLAGS.reps_big, parts, FLAGS.seq_len,
+            FLAGS.jit_step, threads="given" if given else "auto")
   print(report(res))
 
 

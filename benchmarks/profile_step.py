@@ -45,9 +45,10 @@ def loop_body_nodes(concrete_fn):
 
 def category(op_name):
   """The part of the model an op (by its scoped name) belongs to."""
-  if "while" in op_name and op_name.startswith("gradient_tape/stroke_decoder"):
+  if "while" in op_name and (op_name.startswith("gradient_tape/stroke_decoder")
+                             or "while_1" in op_name):
     return "recurrence backward (loop)"
-  if "while" in op_name and op_name.startswith("stroke_decoder"):
+  if "while" in op_name and "stroke_decoder" in op_name:
     return "recurrence forward (loop)"
   for part in ("encoder", "image_decoder", "stroke_decoder"):
     if op_name.startswith("gradient_tape/" + part):
@@ -93,7 +94,10 @@ def run(preset="small", overrides="", steps=2, trace_dir="", log=print):
   from benchmarks.bench_train import fake_batch
   from hparams import get_hparams
   from model.checkpoint import build_model
-  hps = get_hparams(preset, ",".join(x for x in ("max_seq_len=130", overrides)
+  from utils.threads import configure_threads
+  configure_threads()   # as train.py and bench_train.py
+  hps = get_hparams(preset, ",".join(x for x in ("max_seq_len=130,"
+                                                 "warmup_steps=0", overrides)
                                      if x))
   model = build_model(hps)
   batch = fake_batch(hps)

@@ -27,7 +27,8 @@ from utils.io import atomic_write_text  # noqa: E402
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
-  flags.DEFINE_list("only", [], "subset of raster,pipeline,sample,memory,train")
+  flags.DEFINE_list("only", [], "subset of raster,pipeline,sample,memory,train,"
+                    "buckets")
   flags.DEFINE_boolean("quick", False, "smaller sizes (smoke run)")
   flags.DEFINE_boolean("no_write", False, "do not rewrite benchmarks/README.md")
   flags.DEFINE_boolean("write_quick", False, "write the README even if --quick")
@@ -42,6 +43,7 @@ BENCHES = {
     "memory": ("bench_memory", {}, dict(categories=2, per_category=5000)),
     "train": ("bench_train", dict(sizes=["small", "paper"], reps=4, reps_big=2),
               dict(sizes=["small"], reps=2)),
+    "buckets": ("bench_buckets", dict(batches=24), dict(batches=6)),
 }
 CHILD = ("import json, sys; sys.path.insert(0, {root!r}); "
          "from benchmarks import {module} as b; "
@@ -125,13 +127,19 @@ def rows(results):
       for part, what in (("sgemm", "sgemm 4096^2, interleaved with the steps"),
                          ("lstm", "keras.layers.LSTM train step"),
                          ("rec", "our HyperLSTM recurrence fwd+bwd"),
+                         ("rec_old", "the recurrence, old path (autodiff)"),
                          ("dec", "our stroke decoder train step"),
-                         ("full", "our full train step")):
+                         ("full", "our full train step"),
+                         ("full_old", "the full train step, old paths")):
         if g(part + "_gflops") is not None:
           note = f"{g(part + '_s') * 1e3:.0f} ms/call"
           if g(part + "_vs_sgemm") is not None:
             note += f", {100 * g(part + '_vs_sgemm'):.0f}% of sgemm"
           add("train", f"{tag}: {what} (GFLOP/s)", _f(g(part + "_gflops")), note)
+      for part in ("rec", "full"):
+        if g(part + "_speedup") is not None:
+          add("train", f"{tag}: {part}: old / new time",
+              _f(g(part + "_speedup"), "{:.2f}x"), "same math, one process")
       if g("dec_vs_lstm") is not None:
         add("train", f"{tag}: decoder / keras LSTM FLOP/s",
             _f(g("dec_vs_lstm"), "{:.2f}"), "target >= 0.8")
@@ -143,6 +151,14 @@ def rows(results):
             "1 = no retracing")
     add("train", "peak RSS of the train benchmark (MB)",
         _f(t.get("maxrss_mb"), "{:.0f}"), "all parts, both sizes")
+  b = results.get("buckets")
+  if b and "error" not in b:
+    add("buckets", f"training sketches/s, 3 real sets, small preset, "
+        f"length_buckets={b['length_buckets']}",
+        _f(b["longest_sketches_per_s"]),
+        f"{b['longest_vs_padded']:.2f}x padded batches "
+        f"({_f(b['padded_sketches_per_s'])}/s); mean padded length "
+        f"{b['longest_mean_padded_len']:.0f} vs {b['max_seq_len']}")
   for name, res in results.items():
     if "error" in res:
       add(name, "FAILED", "-", res["error"])
