@@ -49,7 +49,7 @@ from hparams import load_config  # noqa: E402
 from model.training import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
                             log, train)
 from utils.errors import UserError, cli_main  # noqa: E402
-from utils.threads import configure_threads  # noqa: E402
+from model.threads import configure_threads  # noqa: E402
 
 
 def hps_from_flags():

@@ -50,7 +50,7 @@ def run(batches=16, data_dir=None, nbins=None, log=print):
   from data.pipeline import bucket_boundaries, make_dataset
   from hparams import get_hparams
   from model.checkpoint import build_model
-  from utils.threads import configure_threads
+  from model.threads import configure_threads
   configure_threads()
   tmp = None
   if data_dir is None:

@@ -31,7 +31,7 @@ FLOP counts (matmul / conv multiply-adds x 2, executed; elementwise ops ignored)
   train step = 3 x fwd (backward: one matmul for the input grad, one for the
   weight grad, each the size of the forward one); the full step counts the
   image decoder's forward only (a stroke step does not back-propagate it).
-Threads: utils/threads.configure_threads (what train.py uses) unless
+Threads: model/threads.configure_threads (what train.py uses) unless
 --intra_op / --inter_op are given.
 """
 import os
@@ -335,10 +335,10 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
 def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
         seq_len=130, jit_step=False, log=print, threads="auto"):
   """Every part at every size; returns a flat dict (keys prefixed by size).
-  ``threads``: "auto" (utils/threads.configure_threads, as train.py) or
+  ``threads``: "auto" (model/threads.configure_threads, as train.py) or
   "given" (already set by the caller)."""
   if threads == "auto":
-    from utils.threads import configure_threads
+    from model.threads import configure_threads
     configure_threads()
   res = dict(tf_version=tf.__version__, cpus=os.cpu_count(),
              intra_op=tf.config.threading.get_intra_op_parallelism_threads(),

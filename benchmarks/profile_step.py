@@ -94,7 +94,7 @@ def run(preset="small", overrides="", steps=2, trace_dir="", log=print):
   from benchmarks.bench_train import fake_batch
   from hparams import get_hparams
   from model.checkpoint import build_model
-  from utils.threads import configure_threads
+  from model.threads import configure_threads
   configure_threads()   # as train.py and bench_train.py
   hps = get_hparams(preset, ",".join(x for x in ("max_seq_len=130,"
                                                  "warmup_steps=0", overrides)
