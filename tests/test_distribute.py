@@ -30,7 +30,8 @@ from model.checkpoint import build_model
 from model.distribute import Distribution
 
 # Steps 0-3: lil, de, lil, lil (warm-up alternation); EM, EM, RPCL, EM.
-hps = tiny_hps(em_steps=1, rpcl_every=2, warmup_steps=2)
+# Fixed-length batches: the four are stacked into one dataset below.
+hps = tiny_hps(em_steps=1, rpcl_every=2, warmup_steps=2, length_buckets=0)
 data = load_dataset(sys.argv[1], hps)
 hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
 dist = Distribution("mirrored")
