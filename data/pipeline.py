@@ -80,14 +80,19 @@ class BatchMaker:
   """Builds batch ``b`` of epoch ``e`` of a :class:`data.dataset.Split` in NumPy."""
 
   def __init__(self, split, hps, max_seq_len, augment, seed, shuffle,
-               length_buckets=0, pad_to_longest=False):
+               length_buckets=None, pad_to_longest=None):
+    """``length_buckets``: None = hps.length_buckets when augmenting (training);
+    ``pad_to_longest``: None = not hps.jit_compile (see the module doc)."""
     self.split, self.hps, self.max_seq_len = split, hps, int(max_seq_len)
     self.augment, self.seed, self.shuffle = augment, int(seed) & 0x7FFFFFFF, shuffle
     self.batch_size = hps.batch_size
     self._orders = {}
     self._lock = threading.Lock()
     self.bounds = None   # length buckets (shuffled, whole batches only)
-    self.pad_to_longest = bool(pad_to_longest)
+    if length_buckets is None:
+      length_buckets = hps.length_buckets if augment else 0
+    self.pad_to_longest = (not hps.jit_compile if pad_to_longest is None
+                           else bool(pad_to_longest))
     if length_buckets and shuffle:
       self.lengths = np.array([len(x) for x in split.strokes], np.int64)
       self.bounds = bucket_boundaries(self.lengths, length_buckets,
@@ -168,8 +173,7 @@ def make_dataset(split, hps, max_seq_len, training, seed, shuffle=None,
   shuffle = training if shuffle is None else shuffle
   drop_remainder = training if drop_remainder is None else drop_remainder
   buckets = hps.length_buckets if training and drop_remainder else 0
-  maker = BatchMaker(split, hps, max_seq_len, training, seed, shuffle, buckets,
-                     pad_to_longest=not hps.jit_compile)
+  maker = BatchMaker(split, hps, max_seq_len, training, seed, shuffle, buckets)
   n_batches = num_batches(len(split), hps.batch_size, drop_remainder)
   if n_batches == 0 and len(split):
     raise UserError(f"batch_size={hps.batch_size} is larger than the split "
