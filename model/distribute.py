@@ -8,13 +8,13 @@ CPU) or ``multi_worker`` (``MultiWorkerMirroredStrategy``, configured by the
 Data-parallel, synchronous: every global batch of ``hps.batch_size`` examples
 is split evenly across the replicas (``experimental_distribute_dataset``; each
 worker keeps its replicas' rows of every batch).  Every replica runs
-``RPCLPix2SeqH.train_step`` with a :class:`ReplicaInfo`:
+``RPCLPix2SeqH.train_step`` with a ``ReplicaReduction`` (model/reduction.py):
 
 * the losses are per-replica sums divided by the global batch size, so their
   all-reduced sum is the global-batch mean (model/losses.py);
-* one all-reduce carries the losses, the gradients and a non-finite flag; the
-  gradients are clipped after the reduction (as on one device), and the
-  NaN guard's decision is global;
+* one all-reduce carries the losses and the gradients; the gradients are
+  clipped after the reduction (as on one device), and the NaN guard decides
+  on the reduced values, so its decision is global;
 * the hierarchy's batch sums go through ``ReplicaContext.all_reduce(SUM)``
   (model/hierarchy.py), so every replica computes the same new state from the
   global statistics -- the single-device update on the global batch;
@@ -36,11 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from model.checkpoint import CheckpointState
+from model.reduction import ReplicaReduction, replica_sum
 from model.rpcl_model import LOSS_KEYS
 from utils.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-SUM = tf.distribute.ReduceOp.SUM
 
 
 def _check_tf_config():
@@ -97,22 +97,6 @@ def is_chief(strategy):
   return task_type == "worker" and task_id == 0 and not has_chief
 
 
-class ReplicaInfo:
-  """What ``RPCLPix2SeqH.train_step`` needs to know inside a replica:
-  the global batch size, this replica's index and the SUM all-reduce."""
-
-  def __init__(self, global_batch_size):
-    ctx = tf.distribute.get_replica_context()
-    self.global_batch_size = int(global_batch_size)
-    self.index = ctx.replica_id_in_sync_group
-    self.num_replicas = ctx.num_replicas_in_sync
-
-  @staticmethod
-  def all_reduce(nest):
-    """The hierarchy's ``batch_sum`` (and the loss / gradient reduction)."""
-    return tf.distribute.get_replica_context().all_reduce(SUM, nest)
-
-
 def first_local(strategy, nest):
   """This worker's first replica's values (used for values that the step
   made identical on every replica)."""
@@ -127,7 +111,7 @@ def distributed_train_step(model, strategy):
   gbs = model.hps.batch_size
 
   def replica_fn(batch):
-    return model.train_step(batch, replica=ReplicaInfo(gbs))
+    return model.train_step(batch, reduction=ReplicaReduction(gbs))
 
   def step(batch):
     return first_local(strategy, strategy.run(replica_fn, args=(batch,)))
@@ -144,7 +128,7 @@ def distributed_eval_step(model, strategy):
     out = model.eval_step(batch)
     n = out["count"]
     sums = {k: tf.where(n > 0, out[k] * n, 0.0) for k in LOSS_KEYS}
-    return ReplicaInfo.all_reduce((sums, n))
+    return replica_sum((sums, n))
 
   def step(batch):
     sums, n = first_local(strategy, strategy.run(replica_fn, args=(batch,)))

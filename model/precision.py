@@ -9,9 +9,10 @@ statistics (model/cells.py), the mixture head and everything downstream of it
 and its slots.  The hierarchy is float64 throughout (model/hierarchy.py).
 
 float16 has a narrow exponent range, so its gradients are computed from the
-loss times a dynamic loss scale: ``keras.optimizers.LossScaleOptimizer``
-around the model's Adam (:func:`loss_scale_optimizer`; skip the update and
-halve the scale on overflow, double it after ``GROWTH_STEPS`` finite steps).
+loss times a dynamic loss scale, held by a ``keras.optimizers.
+LossScaleOptimizer`` around the model's Adam (:func:`loss_scale_optimizer`;
+the train step skips the update and halves the scale on overflow and doubles
+it after ``GROWTH_STEPS`` finite steps, :func:`update_loss_scale`).
 bfloat16 has float32's range and needs no scaling.
 """
 import contextlib
@@ -56,15 +57,15 @@ def loss_scale_optimizer(precision, optimizer):
       optimizer, initial_scale=INITIAL_SCALE, dynamic_growth_steps=GROWTH_STEPS)
 
 
-def update_scale_replicated(lso, finite, apply):
-  """LossScaleOptimizer's scale rule for the replicated step, when ``apply``:
-  halve on non-finite gradients, double after ``dynamic_growth_steps`` finite
-  ones (its ``step_counter`` counts them).
+def update_loss_scale(lso, finite, apply):
+  """LossScaleOptimizer's scale rule, when ``apply``: halve on non-finite
+  gradients, double after ``dynamic_growth_steps`` finite ones (its
+  ``step_counter`` counts them).
 
-  Hand-written because ``LossScaleOptimizer.apply`` all-reduces the gradients
-  itself and needs a merge_call outside any tf.cond, while the replicated
-  step (model/distribute.py) has already reduced them and updates each
-  replica's copies inside its own cond."""
+  Hand-written because the train step (model/rpcl_model.py) unscales and
+  steps the Adam itself: ``LossScaleOptimizer.apply`` would all-reduce the
+  already global gradients again under tf.distribute, with a merge_call that
+  cannot run inside the step's tf.cond."""
   scale, count = lso.dynamic_scale, lso.step_counter
   grow = tf.logical_and(finite, tf.equal(count, lso.dynamic_growth_steps - 1))
   new_scale = tf.where(finite, tf.where(grow, scale * 2.0, scale), scale * 0.5)

@@ -6,18 +6,22 @@ methods; callers compile them with :meth:`RPCLPix2SeqH.compiled_train_step` /
 :meth:`compiled_eval_step` (``tf.function``, fixed input signature,
 ``jit_compile=hps.jit_compile``).
 
-A training step never lets a non-finite value reach the state: the new
-hierarchy state, the loss and every gradient are checked inside the compiled
-step; when any is NaN/inf the optimiser update is skipped (``tf.cond``), the
-hierarchy variables are put back to their values before the step, the step
-counter does not advance, and the returned ``nonfinite`` flag is True.
+A training step is three phases, the same on one device and under
+tf.distribute (model/distribute.py), where every replica runs it on its rows
+of the global batch:
 
-Under tf.distribute (model/distribute.py) the same ``train_step``
-runs on every replica with a ``replica`` helper: the losses are scaled by the
-global batch size, each replica's code noise is its rows of the global
-batch's draw, the hierarchy's batch sums, the losses, the gradients and the
-finite flag are all-reduced, and every replica applies the identical update
-to its own copies of the variables (no merge_call inside the ``tf.cond``).
+1. compute (:meth:`RPCLPix2SeqH.losses_and_gradients`): the losses, their
+   gradients and the tentative new hierarchy state of the local batch;
+2. reduce: the losses and gradients summed over the replicas by the step's
+   reduction object (model/reduction.py: the identity on one device, the
+   all-reduce of the replicas' global-batch-normalised sums otherwise; the
+   hierarchy's batch sums go through it inside phase 1);
+3. apply if finite (:meth:`RPCLPix2SeqH.apply_if_finite`): when the losses,
+   the gradients and the new hierarchy state are all finite, Adam steps on
+   the clipped gradients and the new state is kept; otherwise nothing
+   changes (the hierarchy is put back, the step counter does not advance)
+   and the returned ``nonfinite`` flag is True.  Every replica takes the same
+   decision on the same global values and updates its own copies.
 """
 import keras
 import tensorflow as tf
@@ -26,6 +30,7 @@ from model import losses, precision
 from model.encoder import Encoder, reparameterize
 from model.hierarchy import Hierarchy
 from model.image_decoder import ImageDecoder
+from model.reduction import LOCAL
 from model.stroke_decoder import StrokeDecoder
 
 # Scalar entries of the dicts returned by train_step / eval_step.
@@ -89,12 +94,11 @@ class RPCLPix2SeqH(keras.Model):
     # Applied (finite) training steps; drives every schedule.  Saved.
     self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                    name="global_step")
-    # float16: keras' LossScaleOptimizer wraps the Adam (None otherwise); it
-    # unscales inside apply(), so the Adam clips (clipvalue) after unscaling.
-    float16 = hps.precision == "mixed_float16"
+    # Stepped by apply_if_finite (update_step on the clipped gradients).
     self.optimizer = keras.optimizers.Adam(
-        learning_rate=hps.learning_rate, beta_1=0.5, epsilon=1e-8,
-        clipvalue=hps.grad_clip if float16 else None)
+        learning_rate=hps.learning_rate, beta_1=0.5, epsilon=1e-8)
+    # float16: keras' LossScaleOptimizer around the Adam holds the dynamic
+    # loss scale (None otherwise); apply_if_finite unscales and updates it.
     self.loss_scale = precision.loss_scale_optimizer(hps.precision,
                                                      self.optimizer)
     self.noise_seed = keras.random.SeedGenerator(seed, name="noise_seed")
@@ -176,78 +180,21 @@ class RPCLPix2SeqH(keras.Model):
     ij = losses.ij_loss(outs.post_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)
     return gau, ij
 
-  def _code_noise(self, shape, replica):
-    """eps ~ N(0, I) of the reparameterisation; under tf.distribute this
-    replica's rows of the global batch's draw (same seed state everywhere),
-    so N replicas use exactly the noise one device would."""
-    if replica is None:
-      return keras.random.normal(shape, seed=self.noise_seed)
-    full = keras.random.normal([replica.global_batch_size, shape[1]],
-                               seed=self.noise_seed)
-    return tf.slice(full, [replica.index * shape[0], 0], shape)
-
-  def _apply_update(self, ok, grads, lr, replicated):
-    """Adam on the clipped gradients if ``ok``, else nothing (``tf.cond``).
-
-    ``replicated`` (tf.distribute): the gradients are already all-reduced, so
-    each replica runs Adam's ``update_step`` on its own copies (identical
-    everywhere); the learning-rate and iteration variables, whose replica
-    updates need a merge_call, are assigned outside the cond."""
-    variables = self.trainable_variables
-    grads = clip_gradients(grads, self.hps.grad_clip)
-    opt = self.optimizer
-
-    def apply():
-      if replicated:
-        for g, v in zip(grads, variables):
-          opt.update_step(g, v, lr)
-      else:
-        opt.learning_rate.assign(lr)
-        opt.apply_gradients(zip(grads, variables))
-      return tf.constant(True)
-
-    if replicated:   # unchanged on a skipped step, as on one device
-      opt.learning_rate.assign(tf.where(ok, lr, opt.learning_rate))
-    tf.cond(ok, apply, lambda: tf.constant(False))
-    if replicated:
-      opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
-
-  def _apply_scaled_update(self, ok, total, grads, lr, replicated):
-    """The update under float16 loss scaling, from the scaled ``grads``.
-
-    A gradient overflow while the loss and the new hierarchy state are finite
-    is a normal skipped step (the scale halves), not a divergence: the
-    returned ``nonfinite`` flag is set only when those are not finite (then
-    the scale is left alone too).  One device: LossScaleOptimizer.apply skips
-    or unscales and steps.  Replicated: see precision.update_scale_replicated.
-    """
-    lso = self.loss_scale
-    sane = all_finite([total] + list(self.hierarchy.state()))
-    if replicated:
-      inv = 1.0 / tf.convert_to_tensor(lso.dynamic_scale)
-      self._apply_update(ok, [g * inv for g in grads], lr, replicated=True)
-      precision.update_scale_replicated(lso, all_finite(grads), sane)
-    else:
-      def apply():
-        lso.learning_rate.assign(lr)
-        lso.apply(grads, self.trainable_variables)
-        return tf.constant(True)
-      tf.cond(sane, apply, lambda: tf.constant(False))
-    return tf.logical_not(sane)
-
   # --- training -----------------------------------------------------------
-  def losses_and_gradients(self, batch, step, batch_sum=None, replica=None):
-    """The forward pass of a training step at ``step`` and the gradients of
-    its total (times the loss scale under float16) for every trainable
-    variable (zeros where unused).  Assigns the hierarchy's tentative update
-    (``train_step`` puts it back on a non-finite step).
-    Returns ((total, lil, pen, de, gau, ij), grads)."""
+  def losses_and_gradients(self, batch, step, reduction=LOCAL):
+    """Phase 1: the forward pass of a training step at ``step`` on the local
+    batch and the gradients of its total (times the loss scale under
+    float16) for every trainable variable (zeros where unused).  Assigns the
+    hierarchy's tentative update (``apply_if_finite`` keeps it or puts the
+    old state back).  ``reduction``: model/reduction.py.
+    Returns ({LOSS_KEYS: scalar}, grads)."""
     strokes5, _, images, _ = batch
-    gbs = None if replica is None else replica.global_batch_size
+    gbs = reduction.global_batch_size
     with tf.GradientTape() as tape:
       m, s = precision.encoder_outputs_f32(*self.encoder(images, training=True))
-      z = reparameterize(m, s, self._code_noise(tf.shape(m), replica))
-      outs = self.hierarchy.update(z, m, s, step, batch_sum=batch_sum)
+      z = reparameterize(m, s, reduction.code_noise(tf.shape(m),
+                                                    self.noise_seed))
+      outs = self.hierarchy.update(z, m, s, step, batch_sum=reduction.sum)
       gau, ij = self._latent_losses(m, s, outs, gbs)
       lil, pen, de = self._train_decode_losses(
           strokes5, images, z, losses.use_stroke_loss(step, self.hps), gbs)
@@ -260,54 +207,81 @@ class RPCLPix2SeqH(keras.Model):
     grads = tape.gradient(total_for_grads, variables)
     grads = [tf.zeros_like(v) if g is None else g
              for g, v in zip(grads, variables)]
-    return (total, lil, pen, de, gau, ij), grads
+    scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
+    return scalars, grads
 
-  def train_step(self, batch, batch_sum=None, replica=None):
+  def apply_if_finite(self, scalars, grads, lr, old_state):
+    """Phase 3: the update of the step from the global ``scalars`` (losses)
+    and ``grads`` (scaled under float16) at learning rate ``lr``, given the
+    hierarchy state before the step (the tentative new one is assigned).
+
+    ``sane``: every logged loss (also the one this step does not descend
+    on: a non-finite value there means a bad batch) and the new hierarchy
+    state are finite.  Only when those and the gradients are finite does
+    Adam step on the clipped (unscaled) gradients, is the new hierarchy
+    state kept and does the step counter advance.  Returns ``nonfinite``:
+    not applied; under float16 loss scaling not ``sane``, since a gradient
+    overflow alone is a normal skipped step (the scale halves) and not a
+    divergence (the scale is left alone on one that is not ``sane``)."""
+    new_state = self.hierarchy.state()
+    sane = all_finite(list(scalars.values()) + list(new_state))
+    grads_finite = all_finite(grads)
+    ok = tf.logical_and(sane, grads_finite)
+    lso = self.loss_scale
+    if lso is not None:
+      inv = 1.0 / tf.convert_to_tensor(lso.dynamic_scale)
+      grads = [g * inv for g in grads]
+    self._adam_step(ok, clip_gradients(grads, self.hps.grad_clip), lr)
+    if lso is not None:
+      precision.update_loss_scale(lso, grads_finite, sane)
+    self.hierarchy.assign_state([tf.where(ok, new, old) for new, old in
+                                 zip(new_state, old_state)])
+    self.global_step.assign_add(tf.cast(ok, tf.int64))
+    return tf.logical_not(sane if lso is not None else ok)
+
+  def _adam_step(self, ok, grads, lr):
+    """Adam's update of every trainable variable by ``grads`` at learning
+    rate ``lr`` if ``ok`` (a ``tf.cond``), else nothing.
+
+    Adam's ``update_step`` per variable rather than ``apply_gradients``: the
+    gradients are already global, and under tf.distribute each replica
+    updates its own copies (apply_gradients would all-reduce again, with a
+    merge_call that cannot run inside the cond).  The learning-rate and
+    iteration variables are assigned outside the cond, unchanged when not
+    ``ok``."""
+    opt = self.optimizer
+
+    def apply():
+      for g, v in zip(grads, self.trainable_variables):
+        opt.update_step(g, v, lr)
+      return tf.constant(True)
+
+    opt.learning_rate.assign(tf.where(ok, lr, opt.learning_rate))
+    tf.cond(ok, apply, lambda: tf.constant(False))
+    opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
+
+  def train_step(self, batch, reduction=LOCAL):
     """One optimisation step on a ``(strokes5, seq_len, images, labels)`` batch.
 
-    ``replica``: under tf.distribute, model/distribute.py's ReplicaInfo
-    (``global_batch_size``, ``index``, ``all_reduce``); the returned scalars
-    are then the global-batch values, identical on every replica.
+    ``reduction``: model/reduction.py's LOCAL on one device, a
+    ReplicaReduction inside a tf.distribute replica; the returned scalars
+    are the global-batch values (identical on every replica).
     Returns a dict of scalars (TRAIN_KEYS) and ``pi_l`` (L,).
     """
     hps = self.hps
-    batch_sum = batch_sum if replica is None else replica.all_reduce
     step = self.global_step.read_value()
     old_state = self.hierarchy.state()
-    (total, lil, pen, de, gau, ij), grads = self.losses_and_gradients(
-        batch, step, batch_sum, replica)
-    scalars = dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij)
-    # Every logged loss counts, also the one this step does not descend on:
-    # a non-finite value there means a bad batch, and the step is skipped.
-    losses_ = list(scalars.values())
-    if replica is None:
-      ok = all_finite(losses_ + grads + list(self.hierarchy.state()))
-    else:
-      # Global losses and gradients (a non-finite local gradient makes the
-      # sum non-finite); the hierarchy state is the same on every replica.
-      bad, scalars, grads = replica.all_reduce(
-          (tf.cast(tf.logical_not(all_finite(losses_)), tf.float32), scalars,
-           grads))
-      ok = tf.logical_and(bad == 0,
-                          all_finite(grads + list(self.hierarchy.state())))
+    # 1. compute on the local batch; 2. reduce over the replicas; 3. apply.
+    scalars, grads = self.losses_and_gradients(batch, step, reduction)
+    scalars, grads = reduction.sum((scalars, grads))
     lr = losses.learning_rate(step, hps)
-    if self.loss_scale is None:
-      nonfinite = tf.logical_not(ok)
-      self._apply_update(ok, grads, lr, replicated=replica is not None)
-    else:
-      nonfinite = self._apply_scaled_update(ok, total, grads, lr,
-                                            replicated=replica is not None)
-    # Commit the closed-form hierarchy update only when everything is finite.
-    self.hierarchy.assign_state([tf.where(ok, new, old) for new, old in
-                                 zip(self.hierarchy.state(), old_state)])
-    self.global_step.assign_add(tf.cast(ok, tf.int64))
+    nonfinite = self.apply_if_finite(scalars, grads, lr, old_state)
     return dict(
         **scalars, kl_weight=losses.kl_weight(step), lr=lr,
         is_rpcl=tf.cast(self.hierarchy.is_rpcl_step(step), tf.float32),
         use_stroke=tf.cast(losses.use_stroke_loss(step, hps), tf.float32),
         num_live_k=tf.cast(self.hierarchy.num_live(), tf.float32),
-        nonfinite=nonfinite, pi_l=tf.cast(self.hierarchy.pi_l,
-                                                   tf.float32))
+        nonfinite=nonfinite, pi_l=tf.cast(self.hierarchy.pi_l, tf.float32))
 
   # --- evaluation ---------------------------------------------------------
   def eval_step(self, batch):

@@ -54,7 +54,7 @@ def run_from(model, snapshot, fn, batch):
   for v, value in zip(model.variables, snapshot):
     v.assign(value)
   values, grads = fn(batch)
-  return [v.numpy() for v in values], [g.numpy() for g in grads]
+  return [v.numpy() for v in values.values()], [g.numpy() for g in grads]
 
 
 @pytest.mark.parametrize("step", [0, 1, 25])   # stroke, image (warm-up), stroke

@@ -106,8 +106,8 @@ def test_eval_step_float32_outputs():
   assert m.dtype == tf.float32 and s.dtype == tf.float32
 
 
-def test_replicated_scale_rule_matches_loss_scale_optimizer():
-  """precision.update_scale_replicated follows keras' LossScaleOptimizer:
+def test_scale_rule_matches_loss_scale_optimizer():
+  """precision.update_loss_scale follows keras' LossScaleOptimizer:
   the same finite / overflow sequence gives the same scales and counters."""
   import keras
   var = keras.Variable([1.0, 2.0])
@@ -121,11 +121,11 @@ def test_replicated_scale_rule_matches_loss_scale_optimizer():
   for finite in (False, True, True, True, False, True):
     grad = tf.constant([1.0, 1.0] if finite else [np.inf, 1.0])
     lib.apply([grad], [var])
-    precision.update_scale_replicated(ours, tf.constant(finite), tf.constant(True))
+    precision.update_loss_scale(ours, tf.constant(finite), tf.constant(True))
     assert float(ours.dynamic_scale) == float(lib.dynamic_scale), finite
     assert int(ours.step_counter) == int(lib.step_counter), finite
   before = (float(ours.dynamic_scale), int(ours.step_counter))
-  precision.update_scale_replicated(ours, tf.constant(False), tf.constant(False))
+  precision.update_loss_scale(ours, tf.constant(False), tf.constant(False))
   assert (float(ours.dynamic_scale), int(ours.step_counter)) == before
   assert precision.loss_scale_optimizer("mixed_bfloat16", lib) is None
   assert precision.loss_scale_optimizer("float32", lib) is None
