@@ -12,9 +12,11 @@ misses or at ``num_steps``.  A step whose loss or gradients are not finite is
 skipped inside the compiled step; NONFINITE_RESTORE_AFTER in a row restore
 the last checkpoint.
 """
+import dataclasses
 import os
 import sys
 import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -132,24 +134,82 @@ def write_scalars(writer, prefix, values, step):
         tf.summary.scalar(name, x)
 
 
-class _Loop:
-  """Host side of training: epochs, validation, restore-on-miss, NaN policy."""
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """How :func:`train` runs, apart from the hparams and the folders.
 
-  def __init__(self, model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose, dist,
+  ``num_steps``: overrides hps.num_steps.  ``max_epochs``: also stop after
+  that many epochs.  ``save_every_steps``: validate every that many steps
+  (0: every hps.save_every epochs).  ``validate_fn(model, split_name) ->
+  {"lil": ..., ...}`` replaces the validation / test evaluation (tests inject
+  forced sequences).  ``strategy``: a name of model/distribute.py's
+  STRATEGIES or a Distribution.  ``tb_images``: also write
+  model/summaries.py's images and histograms at each validation and
+  model_config.json as text."""
+  resume: bool = False
+  seed: int = 0
+  num_steps: Optional[int] = None
+  max_epochs: Optional[int] = None
+  log_every: int = 20
+  save_every_steps: int = 0
+  overwrite: bool = False
+  validate_fn: Optional[Callable] = None
+  verbose: bool = True
+  strategy: Any = "default"
+  tb_images: bool = True
+
+
+class _NonfiniteGuard:
+  """The NaN policy's counters.  Every NONFINITE_RESTORE_AFTER skipped steps
+  in a row restore the checkpoint; NONFINITE_GIVE_UP skips without getting
+  past the step where they happened stop the run (else restore, fail again,
+  ... for ever)."""
+
+  def __init__(self):
+    self.skips, self.in_a_row = 0, 0
+    self.stuck_at, self.stuck_skips = -1, 0
+
+  def skipped(self, step):
+    """Counts a skipped step at global step ``step``."""
+    self.skips += 1
+    self.in_a_row += 1
+    self.stuck_at = max(self.stuck_at, step)
+    self.stuck_skips += 1
+
+  def restore_due(self):
+    """True when the checkpoint is due to be restored; UserError when
+    training is stuck."""
+    if self.stuck_skips >= NONFINITE_GIVE_UP:
+      raise UserError(f"training diverged: {self.stuck_skips} non-finite steps "
+                      f"without getting past step {self.stuck_at}, even after "
+                      f"restoring the checkpoint; check the data or lower "
+                      f"learning_rate")
+    return self.in_a_row % NONFINITE_RESTORE_AFTER == 0
+
+  def applied(self, step):
+    """A step was applied and the counter reached ``step``."""
+    self.in_a_row = 0
+    if step > self.stuck_at:
+      self.stuck_skips = 0
+
+
+class _Loop:
+  """Host side of training: epochs, validation, restore-on-miss, NaN policy.
+
+  ``writer``: TensorBoard writer; ``summaries``: model/summaries.py's
+  ValidationSummaries (images at validation) or None."""
+
+  def __init__(self, model, state, data, hps, dist, config, writer,
                summaries=None):
     self.model, self.state, self.data, self.hps = model, state, data, hps
-    self.summaries = summaries   # model/summaries.py: images at validation
-    self.dist = dist
-    self.validate_fn = validate_fn or (
+    self.dist, self.config = dist, config
+    self.writer, self.summaries = writer, summaries
+    self.validate_fn = config.validate_fn or (
         lambda m, name: evaluate_split(m, data.splits[name], hps,
                                        dist.eval_fn(m), dist.dataset))
-    self.save_every_steps, self.max_epochs = save_every_steps, max_epochs
-    self.log_every, self.verbose, self.seed = max(1, log_every), verbose, seed
-    self.writer = dist.summary_writer(log_root)
+    self.log_every = max(1, config.log_every)
     self.epoch = int(state.epoch.numpy())
-    self.misses, self.skips, self.nonfinite_run = 0, 0, 0
-    self.stuck_at, self.stuck_skips = -1, 0   # see on_nonfinite
+    self.misses, self.guard = 0, _NonfiniteGuard()
     self.best = float(state.best_loss.numpy())
     self.valid, self.test, self.stop = None, None, None
     self.history = []   # (step, valid lil, improved)
@@ -158,6 +218,9 @@ class _Loop:
   @property
   def step(self):
     return int(self.model.global_step.numpy())
+
+  def log(self, msg):
+    log(msg, self.config.verbose)
 
   def validate(self):
     """method.md §5: improved -> save + test losses; else restore + miss."""
@@ -176,14 +239,14 @@ class _Loop:
       path = self.state.save()
       self.test = self.validate_fn(self.model, "test")
       write_scalars(self.writer, "test", self.test, step)
-      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} improved; "
-          f"saved {os.path.basename(path)}; test {_fmt(self.test)}", self.verbose)
+      self.log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} improved; "
+               f"saved {os.path.basename(path)}; test {_fmt(self.test)}")
     else:
       self.misses += 1
       self.restore()
-      log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} not better than "
-          f"{self.best:.4f} (miss {self.misses}/{hps.patience}); restored step "
-          f"{self.step}", self.verbose)
+      self.log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} not "
+               f"better than {self.best:.4f} (miss {self.misses}/"
+               f"{hps.patience}); restored step {self.step}")
       if self.misses >= hps.patience:
         self.stop = "patience"
     self.writer.flush()
@@ -196,22 +259,12 @@ class _Loop:
     return False
 
   def on_nonfinite(self):
-    """A skipped step.  Every NONFINITE_RESTORE_AFTER in a row restore the
-    checkpoint; NONFINITE_GIVE_UP skips without getting past the step where
-    they happened stop the run (else restore, fail again, ... for ever)."""
-    self.skips += 1
-    self.nonfinite_run += 1
-    self.stuck_at = max(self.stuck_at, self.step)
-    self.stuck_skips += 1
-    log(f"step {self.step}: non-finite loss or gradient, update skipped "
-        f"({self.nonfinite_run} in a row)", self.verbose)
-    if self.stuck_skips >= NONFINITE_GIVE_UP:
-      raise UserError(f"training diverged: {self.stuck_skips} non-finite steps "
-                      f"without getting past step {self.stuck_at}, even after "
-                      f"restoring the checkpoint; check the data or lower "
-                      f"learning_rate")
-    if self.nonfinite_run % NONFINITE_RESTORE_AFTER == 0 and self.restore():
-      log(f"restored the last checkpoint (step {self.step})", self.verbose)
+    """A skipped step: logged; the guard decides on restoring or giving up."""
+    self.guard.skipped(self.step)
+    self.log(f"step {self.step}: non-finite loss or gradient, update skipped "
+             f"({self.guard.in_a_row} in a row)")
+    if self.guard.restore_due() and self.restore():
+      self.log(f"restored the last checkpoint (step {self.step})")
 
   def log_step(self, out, progress):
     from utils.metrics import live_mask   # sklearn: not needed for --help
@@ -224,13 +277,14 @@ class _Loop:
 
   def run(self):
     from data.pipeline import make_dataset
-    hps = self.hps
+    hps, every_steps = self.hps, self.config.save_every_steps
+    max_epochs = self.config.max_epochs
     train_fn = self.dist.train_fn(self.model)
     dataset = self.dist.dataset(make_dataset(
         self.data.splits["train"], hps, hps.max_seq_len, training=True,
-        seed=self.seed, first_epoch=self.epoch))
+        seed=self.config.seed, first_epoch=self.epoch))
     progress = Progress(max(0, hps.num_steps - self.step), "train", "step",
-                        enabled=self.verbose)
+                        enabled=self.config.verbose)
     while self.stop is None and self.step < hps.num_steps:
       for batch in dataset:
         t0 = time.perf_counter()
@@ -242,22 +296,20 @@ class _Loop:
         if out["nonfinite"]:
           self.on_nonfinite()
           continue
-        self.nonfinite_run = 0
-        if self.step > self.stuck_at:
-          self.stuck_skips = 0
+        self.guard.applied(self.step)
         progress.update(1)
         if self.step % self.log_every == 0:
           self.log_step(out, progress)
-        if self.save_every_steps and self.step % self.save_every_steps == 0:
+        if every_steps and self.step % every_steps == 0:
           self.validate()
         if self.stop or self.step >= hps.num_steps:
           break
       else:
         self.epoch += 1
         self.state.epoch.assign(self.epoch)
-        if not self.save_every_steps and self.epoch % hps.save_every == 0:
+        if not every_steps and self.epoch % hps.save_every == 0:
           self.validate()
-        if self.max_epochs and self.epoch >= self.max_epochs and not self.stop:
+        if max_epochs and self.epoch >= max_epochs and not self.stop:
           self.stop = "max_epochs"
     if self.stop is None:
       self.stop = "num_steps"
@@ -268,34 +320,39 @@ class _Loop:
     progress.close()
     self.writer.flush()
 
+  def summary(self):
+    """What :func:`train` returns about the run (without hps and model)."""
+    return dict(step=self.step, epoch=self.epoch, stop_reason=self.stop,
+                best_valid_lil=self.best, valid=self.valid, test=self.test,
+                misses=self.misses, nonfinite_skips=self.guard.skips,
+                history=self.history, checkpoint=self.state.latest,
+                steps_per_sec=self.timed_steps / max(self.train_time, 1e-9))
 
-def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
-          max_epochs=None, log_every=20, save_every_steps=0, overwrite=False,
-          validate_fn=None, verbose=True, strategy="default",
-          tb_images=True):
+
+def train(hps, data_dir, log_root, *, config=None, **options):
   """Trains a model in ``log_root``; returns a summary dict.
 
-  ``validate_fn(model, split_name) -> {"lil": ..., ...}`` replaces the
-  validation/test evaluation (tests inject forced sequences).  ``strategy``:
-  a name of model/distribute.py's STRATEGIES or a Distribution; only the
-  chief worker logs and writes configs and checkpoints.  ``tb_images``: also
-  write model/summaries.py's images and histograms at each validation and
-  model_config.json as text."""
+  ``config``: a RunConfig (default RunConfig()); ``options``: RunConfig
+  fields that override it, e.g. ``train(hps, data_dir, log_root,
+  num_steps=10, verbose=False)``.  Only the chief worker logs and writes
+  configs and checkpoints."""
   import keras
   from data.dataset import load_dataset
   from data.pipeline import semi_mask
   from model.checkpoint import build_model, write_train_info
   from model.distribute import Distribution
+  config = dataclasses.replace(config or RunConfig(), **options)
   if not data_dir:
     raise UserError(NO_DATA_HINT)
-  dist = (strategy if isinstance(strategy, Distribution)
-          else Distribution(strategy))   # first: multi_worker starts the cluster
-  verbose = verbose and dist.is_chief
+  dist = (config.strategy if isinstance(config.strategy, Distribution)
+          else Distribution(config.strategy))   # first: multi_worker starts the cluster
+  config = dataclasses.replace(config, verbose=config.verbose and dist.is_chief)
+  resume, seed, verbose = config.resume, config.seed, config.verbose
   check_locations(log_root, data_dir)
-  if num_steps is not None:
-    hps = hps.replace(num_steps=num_steps)
+  if config.num_steps is not None:
+    hps = hps.replace(num_steps=config.num_steps)
   if dist.is_chief or resume:
-    hps = prepare_hps(hps, log_root, resume, overwrite and dist.is_chief)
+    hps = prepare_hps(hps, log_root, resume, config.overwrite and dist.is_chief)
   data = load_dataset(data_dir, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
   dist.check_hps(hps)
@@ -303,7 +360,7 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   ensure_dir(log_root, "--log_root")
   if dist.is_chief:
     model_dir.remove_leftovers(log_root)
-    if overwrite and not resume and has_run(log_root):
+    if config.overwrite and not resume and has_run(log_root):
       model_dir.clear_run(log_root)
     save_config(os.path.join(log_root, CONFIG_NAME), hps)
     write_train_info(log_root, data_dir)
@@ -317,12 +374,11 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
   if resume and not state.restore():
     log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
   summaries = None
-  if tb_images and dist.is_chief:
+  if config.tb_images and dist.is_chief:
     from model import summaries as tb_summaries
     summaries = tb_summaries.ValidationSummaries(data.splits["valid"], hps)
-  loop = _Loop(model, state, data, hps, log_root, seed, validate_fn,
-               save_every_steps, max_epochs, log_every, verbose, dist,
-               summaries)
+  loop = _Loop(model, state, data, hps, dist, config,
+               dist.summary_writer(log_root), summaries)
   if summaries is not None:
     tb_summaries.write_config(loop.writer, os.path.join(log_root, CONFIG_NAME),
                               loop.step)
@@ -331,8 +387,4 @@ def train(hps, data_dir, log_root, resume=False, seed=0, num_steps=None,
       f"{dist.num_replicas} replica(s), max_seq_len {hps.max_seq_len})",
       verbose)
   loop.run()
-  return dict(step=loop.step, epoch=loop.epoch, stop_reason=loop.stop,
-              best_valid_lil=loop.best, valid=loop.valid, test=loop.test,
-              misses=loop.misses, nonfinite_skips=loop.skips,
-              history=loop.history, checkpoint=state.latest, hps=hps,
-              model=model, steps_per_sec=loop.timed_steps / max(loop.train_time, 1e-9))
+  return dict(loop.summary(), hps=hps, model=model)
