@@ -3,7 +3,7 @@
     python demo.py
 
 1. generates the synthetic sketch dataset (5 categories x 2-3 styles) if absent;
-2. trains the ``small`` preset (resumes if a run exists; skips if finished);
+2. trains the ``demo`` preset (resumes if a run exists; skips if finished);
 3. samples conditionally (test references) and from every live level-l unit;
 4. draws result.jpg, level_k.jpg, level_l.jpg and tree.jpg;
 5. evaluates (Rec, Ret@1/10/50, clustering of level-k/level-l labels);
@@ -21,20 +21,18 @@ from absl import app, flags
 
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from utils.errors import UserError, cli_main
+from hparams import CONFIG_NAME, SYNTHETIC_CATEGORIES as CATEGORIES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
 flags.DEFINE_string("data_dir", "datasets/synthetic",
                     "The embedded dataset (generated here if absent).")
-flags.DEFINE_integer("num_steps", 800, "Training steps of the small preset.")
-flags.DEFINE_string("hparams", "num_mixture=5,num_sub=2",
-                    "Extra hparams on top of the small preset.")
+flags.DEFINE_integer("num_steps", 800, "Training steps of the demo preset.")
+flags.DEFINE_string("hparams", "", "Extra hparams on top of the demo preset.")
 flags.DEFINE_integer("num_per_category", 60,
                      "Conditional samples per category (and per level-l unit).")
 flags.DEFINE_integer("seed", 0, "Seed of every step.")
 flags.DEFINE_boolean("evaluate", True, "Run the evaluation (trains a classifier).")
-
-CATEGORIES = ["house", "star", "face", "fish", "flower"]
 
 
 def banner(text):
@@ -59,50 +57,48 @@ def command(script, **flags_):
   return [sys.executable, script] + [f"--{k}={v}" for k, v in flags_.items()]
 
 
-def call(cmd, allow_user_error=False):
+def call(cmd):
   """Runs a step as its own process (exactly what a user would type)."""
   sys.stderr.write("$ " + " ".join(cmd[1:]) + "\n")
   sys.stderr.flush()
-  proc = subprocess.run(cmd, stderr=subprocess.PIPE if allow_user_error else None,
-                        text=True)
-  if allow_user_error and proc.returncode == 2:
-    return proc.stderr.strip().splitlines()[-1]
+  proc = subprocess.run(cmd)
   if proc.returncode != 0:
-    if allow_user_error:
-      sys.stderr.write(proc.stderr)
     raise UserError(f"step failed (exit {proc.returncode}): {' '.join(cmd[1:])}")
-  return None
 
 
 def ensure_model(data_dir, model_dir, num_steps, overrides, seed):
-  """Step 2: train the small preset, resuming an earlier run if there is one."""
-  from hparams import CONFIG_NAME
+  """Step 2: train the demo preset, resuming an earlier run if there is one."""
   resume = os.path.exists(os.path.join(model_dir, CONFIG_NAME))
-  banner(f"train: small preset, {num_steps} steps "
+  banner(f"train: demo preset, {num_steps} steps "
          f"({'resuming' if resume else 'new run'} in {model_dir})")
-  hparams = f"categories=[{','.join(CATEGORIES)}],{overrides}"
-  call(command("train.py", log_root=model_dir, data_dir=data_dir, preset="small",
-               hparams=hparams, num_steps=num_steps, seed=seed,
+  call(command("train.py", log_root=model_dir, data_dir=data_dir, preset="demo",
+               hparams=overrides, num_steps=num_steps, seed=seed,
                save_every_steps=200, resume_training=resume))
 
 
-def sample_all(model_dir, out_dir, n, num_units, seed):
-  """Step 3: conditional samples, then samples from each live level-l unit."""
+def live_units(samples_dir):
+  """The live level-l units recorded in a samples.npz (its pi_l)."""
+  from utils.metrics import live_mask
+  from utils.samples_file import load_samples
+  pi_l = load_samples(samples_dir)["pi_l"]
+  return [int(l) for l in live_mask(pi_l).nonzero()[0]]
+
+
+def sample_all(model_dir, out_dir, n, seed):
+  """Step 3: conditional samples, then samples from each live level-l unit
+  (pruned units are skipped: sample.py would refuse them)."""
   banner("sample: conditional (test-split references)")
   paths = {"conditional": os.path.join(out_dir, "samples")}
   call(command("sample.py", model_dir=model_dir, output_dir=paths["conditional"],
                num_per_category=n, conditional=True, seed=seed, overwrite=True))
-  for l in range(num_units):
-    banner(f"sample: level-l unit {l}")
+  units = live_units(paths["conditional"])
+  for l in units:
+    banner(f"sample: level-l unit {l} (live: {', '.join(map(str, units))})")
     path = os.path.join(out_dir, f"samples_level_l{l}")
-    refused = call(command("sample.py", model_dir=model_dir, output_dir=path,
-                           num_per_category=max(2, n // len(CATEGORIES)),
-                           level_l=l, seed=seed, overwrite=True),
-                   allow_user_error=True)
-    if refused:  # a pruned unit: sample.py says so and lists the live ones
-      sys.stderr.write(f"unit {l} skipped: {refused}\n")
-    else:
-      paths[f"level_l_{l}"] = path
+    call(command("sample.py", model_dir=model_dir, output_dir=path,
+                 num_per_category=max(2, n // len(CATEGORIES)),
+                 level_l=l, seed=seed, overwrite=True))
+    paths[f"level_l_{l}"] = path
   return paths
 
 
@@ -123,13 +119,11 @@ def headline(result):
 
 def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
   """The whole demo; returns a dict of outputs (importable for tests)."""
-  from hparams import CONFIG_NAME, load_config
   start = time.time()
   model_dir = os.path.join(work_dir, "model")
   ensure_data(data_dir, seed)
   ensure_model(data_dir, model_dir, num_steps, overrides, seed)
-  hps = load_config(os.path.join(model_dir, CONFIG_NAME))
-  samples = sample_all(model_dir, work_dir, n, hps.num_units, seed)
+  samples = sample_all(model_dir, work_dir, n, seed)
   banner("visualise: t-SNE and the learned tree")
   call(command("visualization.py", input_dir=samples["conditional"],
                output_dir=samples["conditional"], seed=seed))

@@ -172,6 +172,7 @@ class HParams:
 
 
 # The released TF1 code's 8 categories (its train.py defaults).
+SYNTHETIC_CATEGORIES = ["house", "star", "face", "fish", "flower"]
 RELEASE_CATEGORIES = ["bee", "bus", "car", "cat", "flower", "giraffe", "horse",
                       "pig"]
 
@@ -180,16 +181,22 @@ RELEASE_CATEGORIES = ["bee", "bus", "car", "cat", "flower", "giraffe", "horse",
 # "release" is the released TF1 code's configuration: K = L = 16 (its
 # num_layer_j = num_layer_i = 16), q(k|l) = 1 + 16 I column-normalised,
 # batch 200, its 8 categories (every other default already matches it);
-# "small" and "tiny" are for a 2-core CPU.
+# "small", "demo" and "tiny" are for a 2-core CPU.
+_SMALL = dict(dec_rnn_size=256, z_size=32, batch_size=64,
+              hyper_num_units=64, hyper_embedding_size=16,
+              num_output_mixture=10, num_per_category=5000,
+              learning_rate=0.003, em_steps=100, warmup_steps=100,
+              save_every=1, length_buckets=4)
 PRESETS = {
     "paper": {},
     "release": dict(categories=list(RELEASE_CATEGORIES), batch_size=200,
                     num_mixture=16, num_sub=1, q_init="anchor"),
-    "small": dict(dec_rnn_size=256, z_size=32, batch_size=64,
-                  hyper_num_units=64, hyper_embedding_size=16,
-                  num_output_mixture=10, num_per_category=5000,
-                  learning_rate=0.003, em_steps=100, warmup_steps=100,
-                  save_every=1, length_buckets=4),
+    "small": dict(_SMALL),
+    # the demo: small on the embedded synthetic set, K = L = 16 as the release
+    # (q = 1 + K I), EM until the codes have separated, then RPCL.
+    "demo": dict(_SMALL, categories=list(SYNTHETIC_CATEGORIES),
+                 num_mixture=16, num_sub=1, q_init="anchor", em_steps=500,
+                 use_recurrent_dropout=False),
     "tiny": dict(dec_rnn_size=32, z_size=8, batch_size=16,
                  hyper_num_units=16, hyper_embedding_size=4,
                  num_output_mixture=3, num_per_category=64,

@@ -15,6 +15,9 @@ import os
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
+from hparams import CONFIG_NAME, PRESETS, _split_assignments, get_hparams
+from hparams import load_config
+
 flags.DEFINE_string("log_root", "models/default",
                     "Folder for checkpoints, model_config.json and tb/ logs.")
 flags.DEFINE_string("data_dir", None,
@@ -23,10 +26,11 @@ flags.DEFINE_boolean("resume_training", False,
                      "Continue from the latest checkpoint in --log_root.")
 flags.DEFINE_string("hparams", "",
                     "Overrides, e.g. 'categories=[bee,bus],num_mixture=4'.")
-flags.DEFINE_enum("preset", "paper", ["paper", "release", "small", "tiny"],
+flags.DEFINE_enum("preset", "paper", list(PRESETS),
                   "Hyper-parameter preset applied before --hparams: paper = the "
                   "paper README's defaults; release = the released TF1 code's "
-                  "(K = L = 16, batch 200, 8 categories); small / tiny fit a CPU.")
+                  "(K = L = 16, batch 200, 8 categories); small / tiny fit a CPU; demo = the demo's "
+                  "(small on the synthetic set, K = L = 16).")
 flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, init, noise.")
 flags.DEFINE_integer("num_steps", None, "Overrides hps.num_steps.")
 flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs.")
@@ -44,8 +48,6 @@ flags.DEFINE_boolean("overwrite", False,
 
 FLAGS = flags.FLAGS
 
-from hparams import CONFIG_NAME, PRESETS, _split_assignments, get_hparams  # noqa: E402
-from hparams import load_config  # noqa: E402
 from model.training import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
                             log, train)
 from utils.errors import UserError, cli_main  # noqa: E402

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from experiments import report
+from model.evaluation import STYLES_SUFFIX
 from hparams import get_hparams
 from model import model_dir as model_folder
 from model import synthesis, training
@@ -85,6 +86,12 @@ def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
         ownership.remove_owned(png_dst, "data")
     if not os.path.isfile(png_dst) and os.path.isfile(png_src):
       _copy(png_src, png_dst)
+    styles_src, styles_dst = (os.path.join(d, cat + STYLES_SUFFIX)
+                              for d in (src_dir, dst_dir))   # known styles
+    if os.path.isfile(styles_src) and not (
+        os.path.isfile(styles_dst)
+        and os.path.getsize(styles_dst) == os.path.getsize(styles_src)):
+      _copy(styles_src, styles_dst)
     if not os.path.isfile(png_dst):
       if verbose:
         log(f"rendering {cat} -> {png_dst}")

@@ -44,7 +44,7 @@ flags.DEFINE_float("budget_minutes", 10.0, "Training minutes per variant "
 flags.DEFINE_integer("num_steps", 0, "Training steps per variant (0: from "
                      "--budget_minutes).")
 flags.DEFINE_integer("seed", 0, "Seed of training, sampling and t-SNE.")
-flags.DEFINE_enum("preset", "small", ["paper", "small", "tiny"],
+flags.DEFINE_enum("preset", "small", ["paper", "release", "small", "demo", "tiny"],
                   "hparams preset.")
 flags.DEFINE_string("hparams", "", "Extra hparams overrides (not hierarchy/"
                     "rpcl: those are the variants).")

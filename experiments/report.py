@@ -100,9 +100,11 @@ def table_row(name, r):
          "valid_lil": r.get("valid_lil"), "rec": ev.get("rec")}
   for k, v in ev.get("ret", {}).items():
     row[f"ret_{k}"] = v
+  style = ev.get("clustering", {}).get("style", {})
   for level in ("level_l", "level_k"):
     for m in ("nmi", "ari", "purity"):
       row[f"{level}_{m}"] = cat.get(level, {}).get(m)
+      row[f"style_{level}_{m}"] = style.get(level, {}).get(m)
   for level in ("k", "l"):
     row[f"live_{level}"] = ev.get(f"live_{level}")
     row[f"num_{level}"] = ev.get(f"num_{level}")
@@ -113,7 +115,7 @@ def results_markdown(rows):
   """The markdown results table of :func:`table_row` dicts."""
   head = ("| variant | steps | train min | valid lil | Rec | Ret@1 | Ret@10 | "
           "Ret@50 | level-l NMI / ARI / purity | level-k NMI / ARI / purity | "
-          "live k | live l |")
+          "level-k vs style NMI / ARI / purity | live k | live l |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     lvl = lambda p: " / ".join(_f(r.get(f"{p}_{m}")) for m in ("nmi", "ari",
@@ -125,7 +127,7 @@ def results_markdown(rows):
         f"{_f(r.get('train_minutes'), 1)} | {_f(r.get('valid_lil'), 2)} | "
         f"{_f(r.get('rec'))} | {_f(r.get('ret_top1'))} | {_f(r.get('ret_top10'))}"
         f" | {_f(r.get('ret_top50'))} | {lvl('level_l')} | {lvl('level_k')} | "
-        f"{live('k')} | {live('l')} |")
+        f"{lvl('style_level_k')} | {live('k')} | {live('l')} |")
   return "\n".join(lines) + "\n"
 
 

@@ -144,14 +144,16 @@ def test_results_markdown_columns():
   ev = {"rec": 0.5, "ret": {"top1": 0.1, "top10": 0.2, "top50": 0.3},
         "clustering": {"category": {
             "level_l": {"nmi": 0.4, "ari": 0.3, "purity": 0.9},
-            "level_k": {"nmi": 0.5, "ari": 0.2, "purity": 0.8}}},
+            "level_k": {"nmi": 0.5, "ari": 0.2, "purity": 0.8}},
+            "style": {"level_k": {"nmi": 0.7, "ari": 0.6, "purity": 0.75}}},
         "live_k": 5, "num_k": 12, "live_l": 3, "num_l": 6}
   row = table_row("full", {"steps": 7, "train_minutes": 1.25, "valid_lil": 0.5,
                            "evaluation": ev})
   lines = results_markdown([row]).splitlines()
   assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|")
   assert lines[2] == ("| full | 7 | 1.2 | 0.50 | 0.500 | 0.100 | 0.200 | 0.300 | "
-                      "0.400 / 0.300 / 0.900 | 0.500 / 0.200 / 0.800 | 5/12 | 3/6 |")
+                      "0.400 / 0.300 / 0.900 | 0.500 / 0.200 / 0.800 | "
+                      "0.700 / 0.600 / 0.750 | 5/12 | 3/6 |")
 
 
 def test_bad_inputs(tmp_path, source):
