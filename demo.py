@@ -104,17 +104,53 @@ def sample_all(model_dir, out_dir, n, seed):
 
 def headline(result):
   """The numbers a researcher looks at first."""
-  clus = result.get("clustering", {}).get("category", {})
-  fmt = lambda level: (f"NMI {clus[level]['nmi']:.3f} ARI {clus[level]['ari']:.3f} "
-                       f"purity {clus[level]['purity']:.3f}" if level in clus else "n/a")
+  clus = result.get("clustering", {})
+
+  def fmt(level, by="category"):
+    c = clus.get(by, {}).get(level)
+    return (f"NMI {c['nmi']:.3f} ARI {c['ari']:.3f} purity {c['purity']:.3f}"
+            if c else "n/a")
   ret = result.get("ret", {})
   return "\n".join([
       f"  Rec (category kept)         {result.get('rec', float('nan')):.3f}",
       "  Ret top1/10/50 (style kept) " + " / ".join(f"{v:.3f}" for v in ret.values()),
       f"  level-l vs category         {fmt('level_l')}",
       f"  level-k vs category         {fmt('level_k')}",
+      f"  level-k vs style            {fmt('level_k', 'style')}",
       f"  live level-k / level-l      {result.get('live_k')}/{result.get('num_k')}"
       f" / {result.get('live_l')}/{result.get('num_l')}"])
+
+
+# The demo's targets: (label, how to read it from evaluate's result, goal).
+TARGETS = (
+    ("Rec", lambda r: r.get("rec"), 0.90),
+    ("Ret@10", lambda r: r.get("ret", {}).get("top10"), 0.30),
+    ("level-k vs style NMI",
+     lambda r: r["clustering"].get("style", {}).get("level_k", {}).get("nmi"), 0.90),
+    ("level-l vs category purity",
+     lambda r: r["clustering"]["category"]["level_l"]["purity"], 0.90),
+    ("level-l vs category NMI",
+     lambda r: r["clustering"]["category"]["level_l"]["nmi"], 0.80),
+)
+
+
+def target_lines(result, minutes, max_minutes=15.0):
+  """One line per target: value, goal, met or missed."""
+  lines = [f"  wall time {minutes:.1f} min <= {max_minutes:g}: "
+           f"{'met' if minutes <= max_minutes else 'MISSED'}"]
+  for label, read, goal in TARGETS:
+    try:
+      value = read(result)
+    except (KeyError, TypeError):
+      value = None
+    state = "n/a" if value is None else ("met" if value >= goal else "MISSED")
+    shown = "-" if value is None else f"{value:.3f}"
+    lines.append(f"  {label} {shown} >= {goal:g}: {state}")
+  live_k, live_l = result.get("live_k"), result.get("live_l")
+  fewer = live_k is not None and live_l is not None and live_l < live_k
+  lines.append(f"  live level-l units {live_l} < live level-k components {live_k}: "
+               f"{'met' if fewer else 'MISSED'}")
+  return lines
 
 
 def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
@@ -148,6 +184,7 @@ def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
   if result is not None:
     print(f"  evaluation            {result['output']}")
     print("Headline metrics:\n" + headline(result))
+    print("Targets:\n" + "\n".join(target_lines(result, minutes)))
   return dict(model_dir=model_dir, samples=samples, figures=figures,
               evaluation=result, minutes=minutes)
 
