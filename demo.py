@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
 flags.DEFINE_string("data_dir", "datasets/synthetic",
                     "The embedded dataset (generated here if absent).")
-flags.DEFINE_integer("num_steps", 1000, "Training steps of the demo preset.")
+flags.DEFINE_integer("num_steps", 800, "Training steps of the demo preset.")
 flags.DEFINE_string("hparams", "", "Extra hparams on top of the demo preset.")
 flags.DEFINE_integer("num_per_category", 60,
                      "Conditional samples per category (and per level-l unit).")

@@ -18,6 +18,11 @@ from model.rpcl_model import RPCLPix2SeqH
 from tests.reference_paths import old_paths
 
 RTOL = 2e-5   # float32, relative to each tensor's largest entry
+# The encoder's kernel gradients behind instance norm are sums over B x 48 x 48
+# pixels of terms that cancel (the norm removes the mean): the threaded conv
+# backward sums them in a varying order, seen up to ~2e-4 of the largest entry
+# on the first block.  A wrong dilation or padding is off by O(1).
+GRAD_RTOL = 5e-3
 
 
 def make_batch(hps, seed=0):
@@ -94,5 +99,6 @@ def test_encoder_dilated_convs_match_keras_layers(setup):
   got = tf.function(run)(images)
   with old_paths():
     want = tf.function(run)(images)
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, atol=RTOL * np.abs(w.numpy()).max())
+  for i, (g, w) in enumerate(zip(got, want)):
+    tol = RTOL if i < 2 else GRAD_RTOL   # m, s; then the gradients
+    np.testing.assert_allclose(g, w, atol=tol * np.abs(w.numpy()).max())
