@@ -179,14 +179,7 @@ class RPCLPix2SeqH(keras.Model):
       return self._decode_losses(strokes5, images, z, True, gbs)
 
     def decode(stroke_grads):
-      raw = self.stroke_decoder(strokes5[:, :-1], z, training=True)
-      params = self.stroke_decoder.split_params(raw)
-      target = strokes5[:, 1:]
-      lil = losses.batch_mean(losses.mdn_loss(params, target, training=True),
-                              gbs)
-      pen = pen_loss(params, target, True, gbs)
-      de = losses.image_l1_loss(images, self.image_decoder(z, training=True),
-                                gbs)
+      lil, pen, de = self._decode_losses(strokes5, images, z, True, gbs)
       if stroke_grads:
         return lil, pen, tf.stop_gradient(de)
       return tf.stop_gradient(lil), tf.stop_gradient(pen), de
