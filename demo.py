@@ -20,7 +20,7 @@ import time
 from absl import app, flags
 
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main
 from hparams import CONFIG_NAME, SYNTHETIC_CATEGORIES as CATEGORIES
 
 FLAGS = flags.FLAGS
@@ -191,8 +191,7 @@ def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
+  check_argv(argv)
   run(FLAGS.work_dir, FLAGS.data_dir, FLAGS.num_steps, FLAGS.hparams,
       FLAGS.num_per_category, FLAGS.seed, FLAGS.evaluate)
 

@@ -10,7 +10,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from model import evaluation  # no TensorFlow until evaluate() loads the model
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json "
@@ -30,11 +30,8 @@ flags.DEFINE_integer("classifier_seed", 0, "Seed of the classifier training.")
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}")
-  for name in ("model_dir", "data_dir"):
-    if not getattr(FLAGS, name):
-      raise UserError(f"--{name} is required")
+  check_argv(argv)
+  require_flags(FLAGS, "model_dir", "data_dir")
   for name in ("classifier_epochs", "batch_size"):
     if getattr(FLAGS, name) < 1:
       raise UserError(f"--{name}={getattr(FLAGS, name)} must be >= 1")

@@ -16,7 +16,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from model import synthesis  # no TensorFlow until synthesize() loads the model
-from utils.errors import UserError, cli_main
+from utils.errors import check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json + "
@@ -51,11 +51,9 @@ flags.DEFINE_boolean("overwrite", False,
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {' '.join(argv[1:])}: use --flag=value")
-  if not FLAGS.model_dir:
-    raise UserError("--model_dir is required: the folder train.py wrote "
-                    "(its --log_root)")
+  check_argv(argv)
+  require_flags(FLAGS, "model_dir",
+                hint="the folder train.py wrote (its --log_root)")
   summary = synthesis.synthesize(
       FLAGS.model_dir, FLAGS.output_dir, FLAGS.data_dir, FLAGS.num_per_category,
       FLAGS.conditional, FLAGS.temperature, FLAGS.greedy, FLAGS.seed,

@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 
 from model.training import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
                             log, train)
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils.errors import UserError, check_argv, cli_main  # noqa: E402
 from model.threads import configure_threads  # noqa: E402
 
 
@@ -76,8 +76,7 @@ def hps_from_flags():
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
+  check_argv(argv)
   if not FLAGS.data_dir:
     raise UserError(NO_DATA_HINT)
   hps = hps_from_flags()

@@ -21,7 +21,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from utils import figures
-from utils.errors import UserError, cli_main
+from utils.errors import check_argv, cli_main
 from utils.samples_file import load_samples
 
 FLAGS = flags.FLAGS
@@ -42,8 +42,7 @@ flags.DEFINE_boolean("projector", False,
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --input_dir/--output_dir")
+  check_argv(argv, "use --input_dir/--output_dir")
   samples = load_samples(FLAGS.input_dir)
   if FLAGS.projector:
     out = figures.export_projector(samples, FLAGS.output_dir or FLAGS.input_dir)

@@ -58,7 +58,6 @@ if __name__ == "__main__":
       ("sgemm", "rows", "lstm", "dec", "rec", "rec_old", "full", "full_old",
        "hier")))
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.flops import (conv_fwd_flops, decoder_fwd_flops,  # noqa: E402
@@ -146,20 +145,6 @@ def time_rows(hps, reps):
     return tf.while_loop(lambda t, *_: t < steps, body,
                          (0, x, tf.zeros_like(w)))[1:]
   return 3 * steps * 2 * b * h * f / best_time(loop, (x, w), reps)
-
-
-def fake_batch(hps, seed=0):
-  """A training batch of realistic stroke-5 rows and random images."""
-  rng = np.random.default_rng(seed)
-  b, t, w = hps.batch_size, hps.max_seq_len, hps.png_width
-  strokes = np.zeros((b, t + 1, 5), np.float32)
-  strokes[:, 1:, :2] = rng.normal(size=(b, t, 2))
-  pen = rng.choice(3, size=(b, t), p=[0.8, 0.15, 0.05])
-  strokes[:, 1:, 2:] = np.eye(3, dtype=np.float32)[pen]
-  strokes[:, 0, 2] = 1.0
-  images = rng.uniform(-1, 1, (b, w, w, 1)).astype(np.float32)
-  return (tf.constant(strokes), tf.fill([b], t), tf.constant(images),
-          tf.zeros([b], tf.int32))
 
 
 def keras_lstm_step(hps):
@@ -298,8 +283,9 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
   from model.checkpoint import build_model
+  from model.rpcl_model import random_batch
   model = build_model(hps)
-  batch = fake_batch(hps)
+  batch = random_batch(hps)
   if "rec" in parts:
     steps["rec"] = recurrence_step(hps, model)
   if "rec_old" in parts:

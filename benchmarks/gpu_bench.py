@@ -47,10 +47,10 @@ def paper_hps(dry_run, seq_len, precision, jit):
 def time_train(hps, steps):
   """(first call s, median step s) of the compiled train step."""
   import numpy as np
-  from benchmarks.bench_train import fake_batch
   from model.checkpoint import build_model
+  from model.rpcl_model import random_batch
   model = build_model(hps)
-  batch = fake_batch(hps)
+  batch = random_batch(hps)
   fn = model.compiled_train_step()
   start = time.perf_counter()
   float(fn(batch)["total"])

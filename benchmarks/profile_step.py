@@ -91,16 +91,16 @@ def aggregate(trace_dir, steps):
 
 
 def run(preset="small", overrides="", steps=2, trace_dir="", log=print):
-  from benchmarks.bench_train import fake_batch
   from hparams import get_hparams
   from model.checkpoint import build_model
+  from model.rpcl_model import random_batch
   from model.threads import configure_threads
   configure_threads()   # as train.py and bench_train.py
   hps = get_hparams(preset, ",".join(x for x in ("max_seq_len=130,"
                                                  "warmup_steps=0", overrides)
                                      if x))
   model = build_model(hps)
-  batch = fake_batch(hps)
+  batch = random_batch(hps)
   fn = model.compiled_train_step()
   for _ in range(2):
     fn(batch)["total"].numpy()

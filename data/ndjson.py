@@ -58,7 +58,8 @@ from data import seq2png
 from data.simplify import drawing_to_stroke3
 from data.strokes import SPLITS
 from utils import ownership
-from utils.errors import UserError, cli_main
+from utils.errors import (UserError, check_argv, cli_main, require_flags,
+                          require_min)
 from utils.io import atomic_savez, ensure_dir
 from utils.progress import Progress
 
@@ -323,12 +324,9 @@ def convert(inputs, out_dir, categories=None, recognized_only=False, max_len=0,
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.out_dir:
-    raise UserError("--out_dir is required")
-  if FLAGS.workers < 1:
-    raise UserError(f"--workers must be >= 1, got {FLAGS.workers}")
+  check_argv(argv)
+  require_flags(FLAGS, "out_dir")
+  require_min(FLAGS, 1, "workers")
   for path, report in convert(
       FLAGS.input, FLAGS.out_dir, FLAGS.categories, FLAGS.recognized_only,
       FLAGS.max_len, (FLAGS.num_train, FLAGS.num_valid, FLAGS.num_test),

@@ -25,7 +25,8 @@ from absl import flags
 
 from data import seq2png
 from data.strokes import load_strokes_npz
-from utils.errors import UserError, cli_main
+from utils.errors import (UserError, check_argv, cli_main, require_flags,
+                          require_min)
 from utils import ownership
 from utils.io import ensure_dir
 from utils.progress import Progress
@@ -166,12 +167,9 @@ def fetch_categories(categories, out_dir, base_url=DEFAULT_BASE_URL, png_width=4
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.out_dir:
-    raise UserError("--out_dir is required")
-  if FLAGS.workers < 1:
-    raise UserError(f"--workers must be >= 1, got {FLAGS.workers}")
+  check_argv(argv)
+  require_flags(FLAGS, "out_dir")
+  require_min(FLAGS, 1, "workers")
   for path in fetch_categories(FLAGS.categories or [], FLAGS.out_dir, FLAGS.base_url,
                                FLAGS.png_width, FLAGS.workers):
     print(f"ready: {path}")

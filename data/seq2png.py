@@ -17,7 +17,8 @@ from absl import flags
 
 from data import raster
 from data.strokes import SPLITS, load_strokes_npz
-from utils.errors import UserError, cli_main
+from utils.errors import (UserError, check_argv, cli_main, require_flags,
+                          require_min)
 from utils import ownership
 from utils.io import atomic_savez, ensure_dir
 from utils.progress import Progress
@@ -104,12 +105,9 @@ def convert(data_dir, categories, png_width=48, out_dir=None, workers=2,
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.data_dir:
-    raise UserError("--data_dir is required")
-  if FLAGS.workers < 1:
-    raise UserError(f"--workers must be >= 1, got {FLAGS.workers}")
+  check_argv(argv)
+  require_flags(FLAGS, "data_dir")
+  require_min(FLAGS, 1, "workers")
   for path in convert(FLAGS.data_dir, FLAGS.categories or [], FLAGS.png_width,
                       FLAGS.out_dir, FLAGS.workers):
     print(f"wrote {path}")

@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 
 from data import raster
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main, require_min
 from utils import ownership
 from utils.io import atomic_open, atomic_savez, ensure_dir
 
@@ -307,14 +307,12 @@ def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72):
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  check_argv(argv)
   sizes = (FLAGS.num_train, FLAGS.num_valid, FLAGS.num_test)
   if min(sizes) < 1:
     raise UserError(f"--num_train/--num_valid/--num_test must be >= 1, got "
                     f"{sizes}")
-  if FLAGS.png_width < 8:
-    raise UserError(f"--png_width must be >= 8, got {FLAGS.png_width}")
+  require_min(FLAGS, 8, "png_width")
   paths = generate(FLAGS.out_dir, FLAGS.seed, sizes, FLAGS.categories,
                    FLAGS.png_width)
   print(f"wrote {len(paths)} files to {FLAGS.out_dir}")

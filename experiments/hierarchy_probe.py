@@ -39,7 +39,7 @@ from data.synthetic import CATEGORIES
 from hparams import get_hparams
 from model.hierarchy import Hierarchy
 from utils import metrics
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main
 from utils.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -340,8 +340,7 @@ def summary_row(cfg, m, met, runs):
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
+  check_argv(argv)
   if FLAGS.num_steps < 1:
     raise UserError(f"--num_steps={FLAGS.num_steps} is invalid: expected >= 1")
   shapes = [parse_shape(t) for t in FLAGS.shapes]

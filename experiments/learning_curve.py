@@ -22,7 +22,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from hparams import get_hparams
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main, require_flags
 from utils.io import atomic_write_text, ensure_dir
 
 FLAGS = flags.FLAGS
@@ -106,10 +106,8 @@ def run_curve(work_dir, data_dir, hps, num_steps, every, num_per_category=20,
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
-  if not FLAGS.work_dir:
-    raise UserError("--work_dir is required")
+  check_argv(argv)
+  require_flags(FLAGS, "work_dir")
   overrides = FLAGS.hparams
   if FLAGS.categories:
     overrides = f"categories=[{','.join(FLAGS.categories)}]," + overrides

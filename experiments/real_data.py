@@ -29,7 +29,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from experiments.ablation import VARIANTS, run_experiment
-from utils.errors import UserError, cli_main
+from utils.errors import check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", None, "Output folder (data copy, models, "
@@ -63,11 +63,8 @@ flags.DEFINE_string("figures_dir", None, "Small JPG/PNG copies of the "
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --flag=value")
-  for name in ("work_dir", "data_dir", "categories"):
-    if not getattr(FLAGS, name):
-      raise UserError(f"--{name} is required")
+  check_argv(argv)
+  require_flags(FLAGS, "work_dir", "data_dir", "categories")
   run_experiment(FLAGS.work_dir, FLAGS.data_dir, FLAGS.categories,
                  FLAGS.variants, FLAGS.preset, FLAGS.hparams, FLAGS.seed,
                  FLAGS.budget_minutes, FLAGS.num_steps, FLAGS.num_per_category,

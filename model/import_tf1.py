@@ -31,7 +31,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app, flags
 
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":   # importing this module defines no flag
@@ -365,11 +365,8 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
 
 @cli_main
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}")
-  for name in ("checkpoint", "out_dir"):
-    if not getattr(FLAGS, name):
-      raise UserError(f"--{name} is required")
+  check_argv(argv)
+  require_flags(FLAGS, "checkpoint", "out_dir")
   report = import_checkpoint(FLAGS.checkpoint, FLAGS.out_dir, FLAGS.config,
                              FLAGS.hparams, FLAGS.data_dir, FLAGS.optimizer)
   hps = report["hps"]

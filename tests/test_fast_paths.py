@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from hparams import get_hparams
-from model.rpcl_model import RPCLPix2SeqH
+from model.rpcl_model import RPCLPix2SeqH, random_batch
 from tests.reference_paths import old_paths
 
 RTOL = 2e-5   # float32, relative to each tensor's largest entry
@@ -23,19 +23,6 @@ RTOL = 2e-5   # float32, relative to each tensor's largest entry
 # backward sums them in a varying order, seen up to ~2e-4 of the largest entry
 # on the first block.  A wrong dilation or padding is off by O(1).
 GRAD_RTOL = 5e-3
-
-
-def make_batch(hps, seed=0):
-  rng = np.random.default_rng(seed)
-  b, t, w = hps.batch_size, hps.max_seq_len, hps.png_width
-  strokes = np.zeros((b, t + 1, 5), np.float32)
-  strokes[:, 1:, :2] = rng.normal(size=(b, t, 2))
-  pen = rng.choice(3, size=(b, t), p=[0.8, 0.15, 0.05])
-  strokes[:, 1:, 2:] = np.eye(3, dtype=np.float32)[pen]
-  strokes[:, 0, 2] = 1.0
-  images = rng.uniform(-1, 1, (b, w, w, 1)).astype(np.float32)
-  return (tf.constant(strokes), tf.fill([b], t), tf.constant(images),
-          tf.zeros([b], tf.int32))
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +38,8 @@ def setup():
   fast = tf.function(fn, autograph=False)
   with old_paths(encoder_convs=False):
     old = tf.function(fn, autograph=False)
-    old.get_concrete_function(make_batch(hps))   # traced with the old paths
-  return model, make_batch(hps), fast, old
+    old.get_concrete_function(random_batch(hps))   # traced with the old paths
+  return model, random_batch(hps), fast, old
 
 
 def run_from(model, snapshot, fn, batch):

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from hparams import get_hparams
 from model import precision
-from model.rpcl_model import RPCLPix2SeqH
+from model.rpcl_model import RPCLPix2SeqH, random_batch
 
 STEPS = 3
 # Relative tolerance of the losses vs float32 on the first step (bfloat16 keeps
@@ -28,18 +28,7 @@ def tiny_hps(prec):
 
 def make_batches(hps, n, seed=0):
   rng = np.random.default_rng(seed)
-  b, t, w = hps.batch_size, hps.max_seq_len, hps.png_width
-  out = []
-  for _ in range(n):
-    strokes = np.zeros((b, t + 1, 5), np.float32)
-    strokes[:, 1:, :2] = rng.normal(size=(b, t, 2))
-    pen = rng.choice(3, size=(b, t), p=[0.8, 0.15, 0.05])
-    strokes[:, 1:, 2:] = np.eye(3, dtype=np.float32)[pen]
-    strokes[:, 0, 2] = 1.0
-    images = rng.uniform(-1, 1, (b, w, w, 1)).astype(np.float32)
-    out.append((tf.constant(strokes), tf.fill([b], t), tf.constant(images),
-                tf.zeros([b], tf.int32)))
-  return out
+  return [random_batch(hps, rng) for _ in range(n)]
 
 
 def build(prec, like=None):

@@ -4,7 +4,10 @@ Every mistake a user can make (a bad flag, a missing file, a malformed
 hparams string, a corrupted npz, ...) is raised as :class:`UserError` with a
 message that names the file / flag / value and says what was expected.  The
 CLIs wrap their ``main`` with :func:`cli_main`, which prints ``error: <msg>``
-to stderr and exits with status 2 instead of showing a traceback.
+to stderr and exits with status 2 instead of showing a traceback;
+:func:`check_argv`, :func:`require_flags` and :func:`require_min` are their
+common command-line checks (stray positional arguments, missing required
+flags, numbers below their minimum).
 """
 import functools
 import sys
@@ -32,3 +35,27 @@ def cli_main(main):
       sys.exit(130)
 
   return wrapped
+
+
+def check_argv(argv, hint="use --flag=value"):
+  """Rejects the positional arguments absl leaves in ``argv[1:]`` (a value
+  given without its ``--flag=``), naming them and saying what to write."""
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {' '.join(argv[1:])}: {hint}")
+
+
+def require_flags(flags, *names, hint=None):
+  """Each flag of ``names`` must be set (non-empty) on the absl ``flags``
+  object; the first one that is not is named, with ``hint`` after it."""
+  for name in names:
+    if not getattr(flags, name):
+      raise UserError(f"--{name} is required" + (f": {hint}" if hint else ""))
+
+
+def require_min(flags, minimum, *names):
+  """Each numeric flag of ``names`` on the absl ``flags`` object must be
+  ``>= minimum``; the first one that is not is named with its value."""
+  for name in names:
+    value = getattr(flags, name)
+    if value < minimum:
+      raise UserError(f"--{name} must be >= {minimum}, got {value}")
