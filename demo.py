@@ -22,6 +22,7 @@ from absl import app, flags
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from utils.errors import UserError, check_argv, cli_main
 from hparams import CONFIG_NAME, SYNTHETIC_CATEGORIES as CATEGORIES
+from experiments import report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
@@ -121,38 +122,6 @@ def headline(result):
       f" / {result.get('live_l')}/{result.get('num_l')}"])
 
 
-# The demo's targets: (label, how to read it from evaluate's result, goal).
-TARGETS = (
-    ("Rec", lambda r: r.get("rec"), 0.90),
-    ("Ret@10", lambda r: r.get("ret", {}).get("top10"), 0.30),
-    ("level-k vs style NMI",
-     lambda r: r["clustering"].get("style", {}).get("level_k", {}).get("nmi"), 0.90),
-    ("level-l vs category purity",
-     lambda r: r["clustering"]["category"]["level_l"]["purity"], 0.90),
-    ("level-l vs category NMI",
-     lambda r: r["clustering"]["category"]["level_l"]["nmi"], 0.80),
-)
-
-
-def target_lines(result, minutes, max_minutes=15.0):
-  """One line per target: value, goal, met or missed."""
-  lines = [f"  wall time {minutes:.1f} min <= {max_minutes:g}: "
-           f"{'met' if minutes <= max_minutes else 'MISSED'}"]
-  for label, read, goal in TARGETS:
-    try:
-      value = read(result)
-    except (KeyError, TypeError):
-      value = None
-    state = "n/a" if value is None else ("met" if value >= goal else "MISSED")
-    shown = "-" if value is None else f"{value:.3f}"
-    lines.append(f"  {label} {shown} >= {goal:g}: {state}")
-  live_k, live_l = result.get("live_k"), result.get("live_l")
-  fewer = live_k is not None and live_l is not None and live_l < live_k
-  lines.append(f"  live level-l units {live_l} < live level-k components {live_k}: "
-               f"{'met' if fewer else 'MISSED'}")
-  return lines
-
-
 def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
   """The whole demo; returns a dict of outputs (importable for tests)."""
   start = time.time()
@@ -184,7 +153,7 @@ def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):
   if result is not None:
     print(f"  evaluation            {result['output']}")
     print("Headline metrics:\n" + headline(result))
-    print("Targets:\n" + "\n".join(target_lines(result, minutes)))
+    print("Targets:\n" + "\n".join(report.target_lines(result, minutes)))
   return dict(model_dir=model_dir, samples=samples, figures=figures,
               evaluation=result, minutes=minutes)
 

@@ -175,3 +175,35 @@ def save_small_jpg(src, dst, max_side=900, max_bytes=MAX_BYTES):
     if os.path.getsize(dst) <= max_bytes or max(size) < 200:
       return dst
     quality, scale = max(50, quality - 10), scale * (0.85 if quality <= 60 else 1)
+
+
+# The demo's targets (demo.py prints them): (label, how to read it from evaluate's result, goal).
+TARGETS = (
+    ("Rec", lambda r: r.get("rec"), 0.90),
+    ("Ret@10", lambda r: r.get("ret", {}).get("top10"), 0.30),
+    ("level-k vs style NMI",
+     lambda r: r["clustering"].get("style", {}).get("level_k", {}).get("nmi"), 0.90),
+    ("level-l vs category purity",
+     lambda r: r["clustering"]["category"]["level_l"]["purity"], 0.90),
+    ("level-l vs category NMI",
+     lambda r: r["clustering"]["category"]["level_l"]["nmi"], 0.80),
+)
+
+
+def target_lines(result, minutes, max_minutes=15.0):
+  """One line per target: value, goal, met or missed."""
+  lines = [f"  wall time {minutes:.1f} min <= {max_minutes:g}: "
+           f"{'met' if minutes <= max_minutes else 'MISSED'}"]
+  for label, read, goal in TARGETS:
+    try:
+      value = read(result)
+    except (KeyError, TypeError):
+      value = None
+    state = "n/a" if value is None else ("met" if value >= goal else "MISSED")
+    shown = "-" if value is None else f"{value:.3f}"
+    lines.append(f"  {label} {shown} >= {goal:g}: {state}")
+  live_k, live_l = result.get("live_k"), result.get("live_l")
+  fewer = live_k is not None and live_l is not None and live_l < live_k
+  lines.append(f"  live level-l units {live_l} < live level-k components {live_k}: "
+               f"{'met' if fewer else 'MISSED'}")
+  return lines

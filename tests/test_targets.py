@@ -1,6 +1,6 @@
-"""demo.py's target check: each target read from an evaluate() result and
+"""experiments.report.target_lines, the target check demo.py prints: each target read from an evaluate() result and
 compared with its goal (met / MISSED / n/a when the metric is absent)."""
-import demo
+from experiments import report
 
 
 def result(rec=0.95, top10=0.2, style_nmi=0.91, purity=0.9, nmi=0.79, live_k=13,
@@ -12,7 +12,7 @@ def result(rec=0.95, top10=0.2, style_nmi=0.91, purity=0.9, nmi=0.79, live_k=13,
 
 
 def test_each_target_met_or_missed():
-  lines = demo.target_lines(result(), minutes=16.0)
+  lines = report.target_lines(result(), minutes=16.0)
   state = {line.split(":")[0].strip(): line.rsplit(":", 1)[1].strip()
            for line in lines}
   assert state == {
@@ -28,6 +28,6 @@ def test_each_target_met_or_missed():
 def test_equal_live_counts_and_missing_styles():
   r = result(live_k=6, live_l=6)
   del r["clustering"]["style"]
-  lines = demo.target_lines(r, minutes=1.0)
+  lines = report.target_lines(r, minutes=1.0)
   assert "level-k vs style NMI - >= 0.9: n/a" in [l.strip() for l in lines]
   assert lines[-1].endswith("MISSED")
