@@ -9,6 +9,8 @@ In ONE process (so that machine load hits all of them alike), per size:
   lstm    keras.layers.LSTM(H) train step (fwd + bwd + Adam), input 5 + D, T steps
   dec     our StrokeDecoder + MDN loss train step (fwd + bwd + Adam)
   rec     the recurrence alone (recurrence.run_cell, fwd + bwd, no optimiser)
+  rec_ops the same with the main cell's step in TensorFlow ops instead of the
+          fused C++ kernels (model/fused_gates.py); dec_ops, full_ops alike
   rec_old the same by autodiff of the plain loop (tests/reference_paths.py)
   full    RPCLPix2SeqH.compiled_train_step, exactly as train.py runs it, on a
           stroke step (warm-up over: the steady state)
@@ -55,8 +57,8 @@ if __name__ == "__main__":
   flags.DEFINE_boolean("jit_step", False, "XLA-compile the whole train step "
                        "(hps.jit_compile; also the decoder-alone step)")
   flags.DEFINE_list("parts", [], "subset of " + ",".join(
-      ("sgemm", "rows", "lstm", "dec", "rec", "rec_old", "full", "full_old",
-       "hier")))
+      ("sgemm", "rows", "lstm", "dec", "dec_ops", "rec", "rec_ops", "rec_old",
+       "full", "full_ops", "full_old", "hier")))
 
 import tensorflow as tf  # noqa: E402
 
@@ -64,8 +66,8 @@ from benchmarks.flops import (conv_fwd_flops, decoder_fwd_flops,  # noqa: E402
                               gate_width, lstm_fwd_flops,
                               recurrence_fwd_flops)
 
-ALL_PARTS = ("sgemm", "rows", "lstm", "dec", "rec", "rec_old", "full",
-             "full_old", "hier")
+ALL_PARTS = ("sgemm", "rows", "lstm", "dec", "dec_ops", "rec", "rec_ops",
+             "rec_old", "full", "full_ops", "full_old", "hier")
 SIZES = {
     "small": ("small", "max_seq_len=130"),
     "paper": ("paper", "max_seq_len=130,num_mixture=16,num_sub=1"),
@@ -207,9 +209,16 @@ def recurrence_step(hps, model, old=False):
   return step, (xw, states)
 
 
-def old_train_step(model, batch):
+def traced_in(paths, step):
+  """(fn, args) with fn traced now, inside the context ``paths``."""
+  with paths():
+    step[0].get_concrete_function(*step[1])
+  return step
+
+
+def old_train_step(model, batch, paths=None):
   """model.train_step compiled as compiled_train_step does, traced with the
-  old paths (tests/reference_paths.old_paths)."""
+  old paths (tests/reference_paths.old_paths) or ``paths``."""
   from model.rpcl_model import batch_signature
   from tests.reference_paths import old_paths
   fn = tf.function(model.train_step, jit_compile=model.hps.jit_compile,
@@ -217,9 +226,7 @@ def old_train_step(model, batch):
                    input_signature=[batch_signature(
                        model.hps, model.hps.batch_size,
                        free_length=model.hps.length_buckets > 0)])
-  with old_paths():
-    fn.get_concrete_function(batch)
-  return fn, (batch,)
+  return traced_in(paths or old_paths, (fn, (batch,)))
 
 
 def hierarchy_losses_step(hps, model, batch):
@@ -269,7 +276,8 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
              gflop_full=full_flops / 1e9)
 
   flops = dict(lstm=lstm_flops, rec=rec_flops, rec_old=rec_flops,
-               dec=dec_flops, full=full_flops, full_old=full_flops)
+               rec_ops=rec_flops, dec=dec_flops, dec_ops=dec_flops,
+               full=full_flops, full_old=full_flops, full_ops=full_flops)
   if "rows" in parts:
     res["rows_gflops"] = time_rows(hps, reps) / 1e9
     log(f"  [{size}] rows   {res['rows_gflops']:7.1f} GFLOP/s at (B,H)@(H,F) "
@@ -282,6 +290,7 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
     flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
+  from model import fused_gates
   from model.checkpoint import build_model
   from model.rpcl_model import random_batch
   model = build_model(hps)
@@ -290,13 +299,21 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
     steps["rec"] = recurrence_step(hps, model)
   if "rec_old" in parts:
     steps["rec_old"] = recurrence_step(hps, model, old=True)
+  if "rec_ops" in parts:
+    steps["rec_ops"] = traced_in(fused_gates.disabled,
+                                 recurrence_step(hps, model))
   if "dec" in parts:
     steps["dec"] = decoder_step(hps, model, batch)
+  if "dec_ops" in parts:
+    steps["dec_ops"] = traced_in(fused_gates.disabled,
+                                 decoder_step(hps, model, batch))
   if "full" in parts:
     train_fn = model.compiled_train_step()
     steps["full"] = (train_fn, (batch,))
   if "full_old" in parts:
     steps["full_old"] = old_train_step(model, batch)
+  if "full_ops" in parts:
+    steps["full_ops"] = old_train_step(model, batch, fused_gates.disabled)
   if "hier" in parts:
     steps["hier"] = hierarchy_losses_step(hps, model, batch)
   for name, seconds in interleaved(steps, reps, log=log).items():
@@ -315,6 +332,9 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   for name in ("rec", "full"):
     if name in parts and name + "_old" in parts:
       res[name + "_speedup"] = res[name + "_old_s"] / res[name + "_s"]
+  for name in ("rec", "dec", "full"):
+    if name in parts and name + "_ops" in parts:
+      res[name + "_fused_speedup"] = res[name + "_ops_s"] / res[name + "_s"]
   return res
 
 
@@ -338,8 +358,8 @@ def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
     for key, value in out.items():
       res[f"{size}_{key}"] = value
     if "sgemm" in parts:   # ratios to the sgemm rate measured alongside
-      for name in ("lstm", "dec", "rec", "rec_old", "full", "full_old",
-                   "rows"):
+      for name in ("lstm", "dec", "dec_ops", "rec", "rec_ops", "rec_old",
+                   "full", "full_ops", "full_old", "rows"):
         if f"{size}_{name}_gflops" in res:
           res[f"{size}_{name}_vs_sgemm"] = \
               res[f"{size}_{name}_gflops"] / res[f"{size}_sgemm_gflops"]
@@ -362,9 +382,12 @@ def report(res):
                        ("rows", "recurrence matmul shapes only"),
                        ("lstm", "keras.layers.LSTM train step"),
                        ("rec", "our recurrence alone (fwd+bwd)"),
+                       ("rec_ops", "  the same, TF ops, no C++ kernel"),
                        ("rec_old", "  the same, old (autodiff) path"),
                        ("dec", "our stroke decoder train step"),
+                       ("dec_ops", "  the same, TF ops, no C++ kernel"),
                        ("full", "our full train step"),
+                       ("full_ops", "  the same, TF ops, no C++ kernel"),
                        ("full_old", "  the same, old paths")):
       if f"{size}_{name}_gflops" in res:
         ms = g(name + "_s") * 1e3 if f"{size}_{name}_s" in res else float("nan")
@@ -376,6 +399,10 @@ def report(res):
     for name in ("rec", "full"):
       if f"{size}_{name}_speedup" in res:
         lines.append(f"    {name}: old / new time {g(name + '_speedup'):.2f}x")
+    for name in ("rec", "dec", "full"):
+      if f"{size}_{name}_fused_speedup" in res:
+        lines.append(f"    {name}: TF ops / C++ kernel time "
+                     f"{g(name + '_fused_speedup'):.2f}x")
     if f"{size}_hier_share" in res:
       lines.append(f"    hierarchy update + losses: {g('hier_s') * 1e3:.1f} ms = "
                    f"{100 * g('hier_share'):.2f}% of the full step")

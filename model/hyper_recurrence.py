@@ -136,6 +136,44 @@ class _Cell:
     return self.matmul(d_e, w_e2_t), d_e, d_w_ab
 
 
+def hyper_cell_forward(cl, hp, hc, out):
+  """The hyper layer-norm LSTM's elementwise step from its gate
+  pre-activations hp (B, 4Nh); stores what the backward needs in ``out``.
+  -> (hyper h, hyper c)."""
+  out["h_hat"], out["h_rs"] = _norm(tf.reshape(hp, [-1, 4, cl.nh]))
+  h_act = tf.sigmoid(out["h_hat"] * cl.h_ln_g + cl.h_ln_b)
+  out["h_d_act"] = h_act * (1.0 - h_act)         # the sigmoids' derivative
+  hsi, hsj, hsf, hso = tf.unstack(h_act, axis=1)
+  htj = 2.0 * hsj - 1.0
+  out.update(hsi=hsi, htj=htj, hsf=hsf, hso=hso)
+  hc = hc * hsf + hsi * htj
+  out["hc_hat"], out["hc_rs"] = _norm(hc)
+  out["hct"] = tf.tanh(out["hc_hat"] * cl.h_ln_cg + cl.h_ln_cb)
+  return out["hct"] * hso, hc
+
+
+def hyper_cell_backward(cl, s, dhh, dhc, hc_prev, out):
+  """The chain rule through ``hyper_cell_forward`` (``s``: what it stored)
+  given dL/d hyper h and the carried dL/d hyper c; the per-step factors of the
+  weight gradients go to ``out``.  -> (dL/dhp (B, 4Nh), dL/d hyper c)."""
+  out["d_hcy"] = dhh * s["hso"] * (1.0 - tf.square(s["hct"]))
+  dhc = dhc + _norm_grad(out["d_hcy"] * cl.h_ln_cg, s["hc_hat"], s["hc_rs"])
+  out["d_hu"] = tf.stack([dhc * s["htj"], 2.0 * dhc * s["hsi"], dhc * hc_prev,
+                          dhh * s["hct"]], 1) * s["h_d_act"]
+  d_hp = tf.reshape(_norm_grad(out["d_hu"] * cl.h_ln_g, s["h_hat"],
+                               s["h_rs"]), [-1, 4 * cl.nh])
+  return d_hp, dhc
+
+
+def dropout_mask(cl, base_seed, t, keep_prob, shape):
+  """Step t's recurrent-dropout mask (0 or 1/keep_prob), stateless from
+  (base_seed, t) exactly as ``cell.step_from_hw`` draws it."""
+  uniform = tf.random.stateless_uniform(shape, base_seed + tf.stack([0, t]),
+                                        dtype=cl.mm)
+  return tf.where(uniform < keep_prob, tf.constant(1.0 / keep_prob, cl.ew),
+                  tf.constant(0.0, cl.ew))
+
+
 def _forward(cl, xm, xh, states, base_seed, keep_prob):
   """The forward loop -> (final states, {name: TensorArray} for the backward)."""
   steps = tf.shape(xm)[0]
@@ -155,16 +193,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     hm, hwh = tf.split(cl.matmul(h, cl.w_rec), [4 * units, 4 * nh], 1)
     hp = tf.add_n([cl.to_ew(inputs["xh"].read(t)), hwh,
                    cl.matmul(hh, cl.w_hh)])                     # (B, 4Nh)
-    out["h_hat"], out["h_rs"] = _norm(tf.reshape(hp, [-1, 4, nh]))
-    h_act = tf.sigmoid(out["h_hat"] * cl.h_ln_g + cl.h_ln_b)
-    out["h_d_act"] = h_act * (1.0 - h_act)         # the sigmoids' derivative
-    hsi, hsj, hsf, hso = tf.unstack(h_act, axis=1)
-    htj = 2.0 * hsj - 1.0
-    out.update(hsi=hsi, htj=htj, hsf=hsf, hso=hso)
-    hc = hc * hsf + hsi * htj
-    out["hc_hat"], out["hc_rs"] = _norm(hc)
-    out["hct"] = tf.tanh(out["hc_hat"] * cl.h_ln_cg + cl.h_ln_cb)
-    hh = out["hct"] * hso
+    hh, hc = hyper_cell_forward(cl, hp, hc, out)
     ab, out["e3"] = cl.embed_forward(hh)
     out["ax"], out["ah"], bh = tf.split(ab, 3, axis=1)
     out["hm"] = hm
@@ -175,11 +204,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     si, sj, sf, so = tf.unstack(act, axis=1)
     g = 2.0 * sj - 1.0
     if base_seed is not None:
-      uniform = tf.random.stateless_uniform(tf.shape(g), base_seed + tf.stack(
-          [0, t]), dtype=cl.mm)
-      out["mask"] = tf.where(uniform < keep_prob,
-                             tf.constant(1.0 / keep_prob, cl.ew),
-                             tf.constant(0.0, cl.ew))
+      out["mask"] = dropout_mask(cl, base_seed, t, keep_prob, tf.shape(g))
       g = g * out["mask"]
     out.update(si=si, g=g, sf=sf, so=so)
     c = c * sf + si * g
@@ -213,7 +238,6 @@ def _backward(cl, saved, inputs, d_out, d_final):
          if k not in ("h", "c", "hc", "hh", "ax")}
     c_prev, hc_prev = saved["c"].read(t), saved["hc"].read(t)
     si, g, sf, so = s["si"], s["g"], s["sf"], s["so"]
-    hsi, htj, hsf, hso = s["hsi"], s["htj"], s["hsf"], s["hso"]
     mask = s.get("mask")
     out = {}
     # --- main layer-norm LSTM ------------------------------------------------
@@ -230,19 +254,13 @@ def _backward(cl, saved, inputs, d_out, d_final):
                       d_pre], 1)                                # (B, 12H)
     # --- embeddings and the hyper layer-norm LSTM ----------------------------
     d_hh, out["d_e"], d_w_ab = cl.embed_backward(d_ab, s["e3"], d_w_ab)
-    dhh = dhh + d_hh
-    out["d_hcy"] = dhh * hso * (1.0 - tf.square(s["hct"]))
-    dhc = dhc + _norm_grad(out["d_hcy"] * cl.h_ln_cg, s["hc_hat"], s["hc_rs"])
-    out["d_hu"] = tf.stack([dhc * htj, 2.0 * dhc * hsi, dhc * hc_prev,
-                            dhh * s["hct"]], 1) * s["h_d_act"]
-    d_hp = tf.reshape(_norm_grad(out["d_hu"] * cl.h_ln_g, s["h_hat"],
-                                 s["h_rs"]), [-1, 4 * nh])
+    d_hp, dhc = hyper_cell_backward(cl, s, dhh + d_hh, dhc, hc_prev, out)
     # --- the recurrent matmuls ------------------------------------------------
     out["d_hw"] = tf.concat([d_pre * s["ah"], d_hp], 1)
     dh = cl.matmul(out["d_hw"], cl.w_rec_t)
     dhh = cl.matmul(d_hp, cl.w_hh_t)
     grads = {k: grads[k].write(t, v) for k, v in out.items()}
-    return t - 1, dh, dc * sf, dhh, dhc * hsf, d_w_ab, grads
+    return t - 1, dh, dc * sf, dhh, dhc * s["hsf"], d_w_ab, grads
 
   init = (steps - 1,) + tuple(d_final) + (d_w_ab, grads)
   result = tf.while_loop(lambda t, *_: t >= 0, body, init,
@@ -282,10 +300,32 @@ def _weight_grads(cl, saved, g, d_w_ab):
                 _colsum(d_e, [d_e.shape[-1]]), d_w_ab, d_b_ab]
 
 
-def run_hyper(cell, xw, states, base_seed=None):
+def _gradients(cl, saved, inputs, d_outputs, d_finals):
+  """The TensorFlow-op path's backward -> (d_xm, d_xh, d_states, d_weights)."""
+  g, d_states, d_w_ab = _backward(cl, saved, inputs, d_outputs, d_finals)
+  d_xm = g["d_pre"] * saved["ax"].stack()
+  return (d_xm, g["d_hw"][..., 4 * cl.units:], d_states,
+          _weight_grads(cl, saved, g, d_w_ab))
+
+
+class Path:
+  """One way to run the recurrence: ``forward(cl, xm, xh, states, base_seed,
+  keep_prob)`` -> (final states, saved TensorArrays incl. "h", inputs) and
+  ``gradients(cl, saved, inputs, d_outputs, d_finals)`` -> (d_xm, d_xh,
+  d_states, d_weights in ``_Cell.inputs`` order)."""
+
+  def __init__(self, forward, gradients):
+    self.forward, self.gradients = forward, gradients
+
+
+TF_OPS = Path(_forward, _gradients)
+
+
+def run_hyper(cell, xw, states, base_seed=None, path=TF_OPS):
   """``cell`` (a built HyperLSTMCell) over projected inputs xw (B, T, F) from
   ``states`` [h, c, hyper_h, hyper_c]; ``base_seed`` (2,) int32 or None (no
-  recurrent dropout).  Returns (outputs (B, T, H), final states)."""
+  recurrent dropout); ``path``: TF_OPS or the fused kernels'
+  (model/hyper_fused.py).  Returns (outputs (B, T, H), final states)."""
   units = cell.units
   cl = _Cell(cell, xw.dtype)
   keep_prob = cell.dropout_keep_prob
@@ -295,8 +335,8 @@ def run_hyper(cell, xw, states, base_seed=None):
   @tf.custom_gradient
   def fused(xm, xh, *args):
     cl.bind(args[4:])
-    finals, saved, inputs = _forward(cl, xm, xh, [cl.to_ew(s) for s in args[:4]],
-                                     base_seed, keep_prob)
+    finals, saved, inputs = path.forward(
+        cl, xm, xh, [cl.to_ew(s) for s in args[:4]], base_seed, keep_prob)
     outputs = saved["h"].stack()[1:]
 
     def grad(d_outputs, *d_finals):
@@ -304,10 +344,8 @@ def run_hyper(cell, xw, states, base_seed=None):
       d_outputs = zeros(outputs) if d_outputs is None else cl.to_ew(d_outputs)
       d_finals = [zeros(f) if d is None else cl.to_ew(d)
                   for d, f in zip(d_finals, finals)]
-      g, d_states, d_w_ab = _backward(cl, saved, inputs, d_outputs, d_finals)
-      d_weights = _weight_grads(cl, saved, g, d_w_ab)
-      d_xm = g["d_pre"] * saved["ax"].stack()
-      d_xh = g["d_hw"][..., 4 * cl.units:]
+      d_xm, d_xh, d_states, d_weights = path.gradients(
+          cl, saved, inputs, d_outputs, d_finals)
       return ([tf.cast(d_xm, xm.dtype), tf.cast(d_xh, xh.dtype)]
               + [tf.cast(d, dt) for d, dt in zip(d_states, state_dtypes)]
               + [tf.cast(d, w.dtype) for d, w in zip(d_weights, args[4:])])

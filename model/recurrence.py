@@ -6,14 +6,18 @@ xw (B, T, F):
 * HyperLSTM: model/hyper_recurrence.py, a forward and a hand-written backward
   loop of few fused ops per step (the gradient loop of the plain one, by
   autodiff, has 540 graph nodes per step against 188; benchmarks/README.md);
+  in float32 on CPU the main cell's elementwise step is one C++ kernel each
+  way (model/hyper_fused.py, model/fused_gates.py) when it can be built;
 * LSTM / layer-norm LSTM: a ``tf.while_loop`` of ``cell.step_from_hw`` (per step
   the only matmul is the recurrent one), differentiated by autodiff.
 """
 import tensorflow as tf
 from keras import ops
 
+from model import fused_gates
 from model.cells import HyperLSTMCell
-from model.hyper_recurrence import run_hyper
+from model.hyper_fused import FUSED
+from model.hyper_recurrence import TF_OPS, run_hyper
 
 
 def _loop(cell, xw, states, training, w_rec, base_seed):
@@ -49,6 +53,7 @@ def run_cell(cell, xw, states, training=False):
   if cell.uses_dropout(training):
     base_seed = tf.cast(cell.seed_generator.next(), tf.int32)
   if isinstance(cell, HyperLSTMCell):
-    return run_hyper(cell, xw, states, base_seed)
+    path = FUSED if fused_gates.usable(xw.dtype) else TF_OPS
+    return run_hyper(cell, xw, states, base_seed, path)
   return _loop(cell, xw, list(states), bool(training),
                ops.cast(cell.w_rec, xw.dtype), base_seed)

@@ -64,7 +64,8 @@ def old_paths(encoder_convs=True):
   saved = (recurrence.run_hyper, encoder.apply_conv,
            model_cls._train_decode_losses)
 
-  def run_hyper(cell, xw, states, base_seed=None):
+  def run_hyper(cell, xw, states, base_seed=None, path=None):
+    del path
     return plain_run_cell(cell, xw, states, training=base_seed is not None,
                           base_seed=base_seed)
 

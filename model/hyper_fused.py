@@ -1,0 +1,138 @@
+"""The HyperLSTM recurrence with the main cell's elementwise step in C++.
+
+The same forward / hand-written backward as model/hyper_recurrence.py (whose
+``_Cell`` weights, hyper-cell step and dropout masks it reuses), except that
+per time step everything between the main cell's matmuls is one kernel call
+each way (model/fused_gates.py), and the embedding factors stay gate-major,
+(12, B, H), as the batched embedding matmul produces and consumes them (the
+TensorFlow-op path transposes them to batch-major and back every step).
+
+Stored for the backward per step: the recurrent matmul's output hw (B, 4H +
+4Nh), the factors (12, B, H), the embeddings (12, B, E), the kernel's
+``saved`` (B, 10H + 5), the hyper cell's activations and the dropout mask.
+The per-step gradient factors of the layer-norm gains / offsets and the gate
+bias come out of the backward kernel as one (B, 14H) row block, summed over
+rows and steps inside the loop (a ones-vector matmul): those weights'
+gradients.
+"""
+import tensorflow as tf
+
+from model import fused_gates
+from model.cells import LN_EPSILON
+from model.hyper_recurrence import (Path, _colsum, dropout_mask,
+                                    hyper_cell_backward, hyper_cell_forward)
+
+_HYPER = ["h_hat", "h_rs", "h_d_act", "hsi", "htj", "hsf", "hso", "hc_hat",
+          "hc_rs", "hct"]
+
+
+def _forward(cl, xm, xh, states, base_seed, keep_prob):
+  """The forward loop -> (final states, {name: TensorArray}, inputs)."""
+  steps = tf.shape(xm)[0]
+  units, nh, emb = cl.units, cl.nh, cl.emb
+  ta = lambda dt, n=steps: tf.TensorArray(dt, size=n, clear_after_read=False)
+  inputs = dict(xm=ta(xm.dtype).unstack(xm), xh=ta(xh.dtype).unstack(xh))
+  saved = {name: ta(cl.ew, steps + 1).write(0, s)
+           for name, s in zip(("h", "c", "hh", "hc"), states)}
+  names = _HYPER + ["hw", "ab", "e3", "main"]
+  names += [] if base_seed is None else ["mask"]
+  saved.update({name: ta(cl.ew) for name in names})
+  w_e2, b_e, w_ab, b_ab = cl.embed
+  bias = tf.reshape(b_ab[8 * units:], [4, units])
+
+  def body(t, h, c, hh, hc, saved):
+    out = {}
+    out["hw"] = hw = cl.matmul(h, cl.w_rec)                   # (B, 4H + 4Nh)
+    hp = tf.add_n([inputs["xh"].read(t), hw[:, 4 * units:],
+                   cl.matmul(hh, cl.w_hh)])
+    hh, hc = hyper_cell_forward(cl, hp, hc, out)
+    out["e3"] = tf.transpose(tf.reshape(cl.matmul(hh, w_e2) + b_e,
+                                        [-1, 12, emb]), (1, 0, 2))
+    out["ab"] = cl.matmul(out["e3"], w_ab)                    # (12, B, H)
+    mask = None
+    if base_seed is not None:
+      mask = out["mask"] = dropout_mask(cl, base_seed, t, keep_prob,
+                                        tf.shape(c))
+    h, c, out["main"] = fused_gates.forward(
+        out["ab"], inputs["xm"].read(t), hw, c, mask, bias, cl.ln_g, cl.ln_b,
+        cl.ln_cg, cl.ln_cb, LN_EPSILON)
+    new = {k: saved[k].write(t, v) for k, v in out.items()}
+    new.update({k: saved[k].write(t + 1, v) for k, v in
+                zip(("h", "c", "hh", "hc"), (h, c, hh, hc))})
+    return t + 1, h, c, hh, hc, new
+
+  result = tf.while_loop(lambda t, *_: t < steps, body,
+                         (tf.constant(0),) + tuple(states) + (saved,),
+                         maximum_iterations=steps)
+  return list(result[1:5]), result[5], inputs
+
+
+def _backward(cl, saved, inputs, d_out, d_final):
+  """The backward loop -> ({name: stacked per-step factor}, d_states,
+  d_w_ab, the column sums of the kernel's (B, 14H) gradient factors)."""
+  steps = tf.shape(d_out)[0]
+  units, emb = cl.units, cl.emb
+  d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
+  cl.transposed()
+  w_e2_t, w_ab_t = cl.embed_t
+  names = ["d_hw", "d_xm", "d_e", "d_hu", "d_hcy"]
+  grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
+  d_w_ab = tf.zeros(tf.shape(cl.embed[2]), cl.ew)
+  p_sum = tf.zeros([1, 14 * cl.units], cl.ew)
+  ones = tf.ones([1, tf.shape(d_out)[1]], cl.ew)
+  has_mask = "mask" in saved
+
+  def body(t, dh, dc, dhh, dhc, d_w_ab, p_sum, grads):
+    s = {k: saved[k].read(t) for k in _HYPER + ["hw", "ab", "e3", "main"]}
+    mask = saved["mask"].read(t) if has_mask else None
+    out = {}
+    d_ab, d_hwm, out["d_xm"], dc, pgrad = fused_gates.backward(
+        s["ab"], inputs["xm"].read(t), s["hw"], saved["c"].read(t), mask,
+        s["main"], dh, d_outs.read(t), dc, cl.ln_g, cl.ln_cg)
+    d_w_ab = d_w_ab + cl.matmul(s["e3"], d_ab, adjoint_a=True)
+    p_sum = p_sum + tf.matmul(ones, pgrad)
+    out["d_e"] = tf.reshape(tf.transpose(cl.matmul(d_ab, w_ab_t), (1, 0, 2)),
+                            [-1, 12 * emb])
+    d_hp, dhc = hyper_cell_backward(cl, s, dhh + cl.matmul(out["d_e"], w_e2_t),
+                                    dhc, saved["hc"].read(t), out)
+    out["d_hw"] = tf.concat([d_hwm, d_hp], 1)
+    dh = cl.matmul(out["d_hw"], cl.w_rec_t)
+    dhh = cl.matmul(d_hp, cl.w_hh_t)
+    grads = {k: grads[k].write(t, v) for k, v in out.items()}
+    return t - 1, dh, dc, dhh, dhc * s["hsf"], d_w_ab, p_sum, grads
+
+  init = (steps - 1,) + tuple(d_final) + (d_w_ab, p_sum, grads)
+  result = tf.while_loop(lambda t, *_: t >= 0, body, init,
+                         maximum_iterations=steps)
+  stacked = {k: v.stack() for k, v in result[7].items()}
+  return stacked, list(result[1:5]), result[5], result[6]
+
+
+def _gradients(cl, saved, inputs, d_outputs, d_finals):
+  """-> (d_xm, d_xh, d_states, d_weights in ``_Cell.inputs`` order)."""
+  g, d_states, d_w_ab, p_sum = _backward(cl, saved, inputs, d_outputs,
+                                         d_finals)
+  units = cl.units
+  rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])
+  h, hh = saved["h"].stack(), saved["hh"].stack()
+  d_hp = rows(g["d_hw"][..., 4 * units:])
+  sums = tf.split(p_sum[0],
+                  [4 * units, 4 * units, units, units, 4 * units])
+  d_weights = [cl.matmul(rows(h[:-1]), rows(g["d_hw"]), adjoint_a=True),
+               cl.matmul(rows(hh[:-1]), d_hp, adjoint_a=True),
+               tf.reshape(sums[0], [4, units]), tf.reshape(sums[1], [4, units]),
+               sums[2], sums[3]]
+  for d_name, x_name, gain_w, offset_w in (
+      ("d_hu", "h_hat", cl.h_ln_g, cl.h_ln_b),
+      ("d_hcy", "hc_hat", cl.h_ln_cg, cl.h_ln_cb)):
+    d = g[d_name]
+    d_weights += [_colsum(d * saved[x_name].stack(), gain_w.shape),
+                  _colsum(d, offset_w.shape)]
+  d_e = rows(g["d_e"])
+  d_weights += [cl.matmul(rows(hh[1:]), d_e, adjoint_a=True),
+                _colsum(d_e, [d_e.shape[-1]]), d_w_ab,
+                tf.concat([tf.zeros([8 * units], cl.ew), sums[4]], 0)]
+  return g["d_xm"], g["d_hw"][..., 4 * units:], d_states, d_weights
+
+
+FUSED = Path(_forward, _gradients)
