@@ -1,11 +1,11 @@
-"""The main cell's elementwise step as two C++ kernels (model/kernels/hyper_gates.cc).
+"""A HyperLSTM step's elementwise work as C++ kernels (model/kernels/hyper_gates.cc).
 
-Per HyperLSTM time step, everything between the matmuls of the main cell --
-the embedding-scaled gate pre-activations, their four layer norms and
-sigmoids, the cell update, its layer norm and tanh -- is ~60 TensorFlow ops
-on (B, 4H) tensors in the forward and backward, each a pass over memory and
-a scheduling round.  On CPU that, not the matmuls, set the recurrence's speed;
-one kernel per direction makes it a single pass.
+Per time step, everything between the matmuls -- the main cell's
+embedding-scaled gate pre-activations, the four layer norms and sigmoids of
+each cell, the cell updates, their layer norms and tanh -- is ~110
+TensorFlow ops in the forward and backward, each a pass over memory and a
+scheduling round.  On CPU that, not the matmuls, set the recurrence's speed;
+one kernel per cell and direction makes each a single pass.
 
 The kernels are compiled on first use with the C++ compiler and the headers
 that ship with the TensorFlow wheel (``tf.sysconfig``), into
@@ -145,3 +145,19 @@ def backward(ab, xm, hw, c_prev, mask, saved, dh, d_out, dc, gain, c_gain):
   mask = tf.zeros([0], tf.float32) if mask is None else mask
   return kernels().rpcl_gates_backward(ab, xm, hw, c_prev, mask, saved, dh,
                                        d_out, dc, gain, c_gain)
+
+
+def ln_cell_forward(xh, hw, hw_offset, hhw, c_prev, gain, offset, c_gain,
+                    c_offset, epsilon):
+  """The hyper cell's step from pre = xh + hw[:, hw_offset:][:, :4n] + hhw
+  -> (h, c, saved (B, 10n + 5))."""
+  return kernels().rpcl_ln_cell_forward(xh, hw, hhw, c_prev, gain, offset,
+                                        c_gain, c_offset, epsilon=epsilon,
+                                        hw_offset=hw_offset)
+
+
+def ln_cell_backward(saved, dh_a, dh_b, dc, c_prev, gain, c_gain):
+  """Given dL/dh = dh_a + dh_b and the carried dc -> (d_pre (B, 4n),
+  dc_prev (B, n), pgrad (B, 10n))."""
+  return kernels().rpcl_ln_cell_backward(saved, dh_a, dh_b, dc, c_prev, gain,
+                                         c_gain)

@@ -1,29 +1,25 @@
-"""The HyperLSTM recurrence with the main cell's elementwise step in C++.
+"""The HyperLSTM recurrence with each cell's elementwise step in C++.
 
 The same forward / hand-written backward as model/hyper_recurrence.py (whose
-``_Cell`` weights, hyper-cell step and dropout masks it reuses), except that
-per time step everything between the main cell's matmuls is one kernel call
-each way (model/fused_gates.py), and the embedding factors stay gate-major,
-(12, B, H), as the batched embedding matmul produces and consumes them (the
+``_Cell`` weights and dropout masks it reuses), except that per time step
+everything between the matmuls is one kernel call per cell and direction
+(model/fused_gates.py), and the embedding factors stay gate-major, (12, B,
+H), as the batched embedding matmul produces and consumes them (the
 TensorFlow-op path transposes them to batch-major and back every step).
 
 Stored for the backward per step: the recurrent matmul's output hw (B, 4H +
-4Nh), the factors (12, B, H), the embeddings (12, B, E), the kernel's
-``saved`` (B, 10H + 5), the hyper cell's activations and the dropout mask.
-The per-step gradient factors of the layer-norm gains / offsets and the gate
-bias come out of the backward kernel as one (B, 14H) row block, summed over
-rows and steps inside the loop (a ones-vector matmul): those weights'
-gradients.
+4Nh), the factors (12, B, H), the embeddings (12, B, E), the kernels'
+``saved`` rows (B, 10H + 5) and (B, 10Nh + 5), and the dropout mask.  The
+per-step gradient factors of the layer-norm gains / offsets and the gate
+bias come out of the backward kernels as (B, 14H) and (B, 10Nh) row blocks,
+summed over rows and steps inside the loop (a ones-vector matmul): those
+weights' gradients.
 """
 import tensorflow as tf
 
 from model import fused_gates
 from model.cells import LN_EPSILON
-from model.hyper_recurrence import (Path, _colsum, dropout_mask,
-                                    hyper_cell_backward, hyper_cell_forward)
-
-_HYPER = ["h_hat", "h_rs", "h_d_act", "hsi", "htj", "hsf", "hso", "hc_hat",
-          "hc_rs", "hct"]
+from model.hyper_recurrence import Path, _colsum, dropout_mask
 
 
 def _forward(cl, xm, xh, states, base_seed, keep_prob):
@@ -34,7 +30,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
   inputs = dict(xm=ta(xm.dtype).unstack(xm), xh=ta(xh.dtype).unstack(xh))
   saved = {name: ta(cl.ew, steps + 1).write(0, s)
            for name, s in zip(("h", "c", "hh", "hc"), states)}
-  names = _HYPER + ["hw", "ab", "e3", "main"]
+  names = ["hw", "ab", "e3", "main", "hyper"]
   names += [] if base_seed is None else ["mask"]
   saved.update({name: ta(cl.ew) for name in names})
   w_e2, b_e, w_ab, b_ab = cl.embed
@@ -43,9 +39,9 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
   def body(t, h, c, hh, hc, saved):
     out = {}
     out["hw"] = hw = cl.matmul(h, cl.w_rec)                   # (B, 4H + 4Nh)
-    hp = tf.add_n([inputs["xh"].read(t), hw[:, 4 * units:],
-                   cl.matmul(hh, cl.w_hh)])
-    hh, hc = hyper_cell_forward(cl, hp, hc, out)
+    hh, hc, out["hyper"] = fused_gates.ln_cell_forward(
+        inputs["xh"].read(t), hw, 4 * units, cl.matmul(hh, cl.w_hh), hc,
+        cl.h_ln_g, cl.h_ln_b, cl.h_ln_cg, cl.h_ln_cb, LN_EPSILON)
     out["e3"] = tf.transpose(tf.reshape(cl.matmul(hh, w_e2) + b_e,
                                         [-1, 12, emb]), (1, 0, 2))
     out["ab"] = cl.matmul(out["e3"], w_ab)                    # (12, B, H)
@@ -75,31 +71,32 @@ def _backward(cl, saved, inputs, d_out, d_final):
   d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
   cl.transposed()
   w_e2_t, w_ab_t = cl.embed_t
-  names = ["d_hw", "d_xm", "d_e", "d_hu", "d_hcy"]
+  names = ["d_hw", "d_xm", "d_e"]
   grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
   d_w_ab = tf.zeros(tf.shape(cl.embed[2]), cl.ew)
-  p_sum = tf.zeros([1, 14 * cl.units], cl.ew)
+  p_sum = tf.zeros([1, 14 * cl.units + 10 * cl.nh], cl.ew)
   ones = tf.ones([1, tf.shape(d_out)[1]], cl.ew)
   has_mask = "mask" in saved
 
   def body(t, dh, dc, dhh, dhc, d_w_ab, p_sum, grads):
-    s = {k: saved[k].read(t) for k in _HYPER + ["hw", "ab", "e3", "main"]}
+    s = {k: saved[k].read(t) for k in ("hw", "ab", "e3", "main", "hyper")}
     mask = saved["mask"].read(t) if has_mask else None
     out = {}
     d_ab, d_hwm, out["d_xm"], dc, pgrad = fused_gates.backward(
         s["ab"], inputs["xm"].read(t), s["hw"], saved["c"].read(t), mask,
         s["main"], dh, d_outs.read(t), dc, cl.ln_g, cl.ln_cg)
     d_w_ab = d_w_ab + cl.matmul(s["e3"], d_ab, adjoint_a=True)
-    p_sum = p_sum + tf.matmul(ones, pgrad)
     out["d_e"] = tf.reshape(tf.transpose(cl.matmul(d_ab, w_ab_t), (1, 0, 2)),
                             [-1, 12 * emb])
-    d_hp, dhc = hyper_cell_backward(cl, s, dhh + cl.matmul(out["d_e"], w_e2_t),
-                                    dhc, saved["hc"].read(t), out)
+    d_hp, dhc, h_pgrad = fused_gates.ln_cell_backward(
+        s["hyper"], dhh, cl.matmul(out["d_e"], w_e2_t), dhc,
+        saved["hc"].read(t), cl.h_ln_g, cl.h_ln_cg)
+    p_sum = p_sum + tf.matmul(ones, tf.concat([pgrad, h_pgrad], 1))
     out["d_hw"] = tf.concat([d_hwm, d_hp], 1)
     dh = cl.matmul(out["d_hw"], cl.w_rec_t)
     dhh = cl.matmul(d_hp, cl.w_hh_t)
     grads = {k: grads[k].write(t, v) for k, v in out.items()}
-    return t - 1, dh, dc, dhh, dhc * s["hsf"], d_w_ab, p_sum, grads
+    return t - 1, dh, dc, dhh, dhc, d_w_ab, p_sum, grads
 
   init = (steps - 1,) + tuple(d_final) + (d_w_ab, p_sum, grads)
   result = tf.while_loop(lambda t, *_: t >= 0, body, init,
@@ -116,18 +113,14 @@ def _gradients(cl, saved, inputs, d_outputs, d_finals):
   rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])
   h, hh = saved["h"].stack(), saved["hh"].stack()
   d_hp = rows(g["d_hw"][..., 4 * units:])
-  sums = tf.split(p_sum[0],
-                  [4 * units, 4 * units, units, units, 4 * units])
+  nh = cl.nh
+  sums = tf.split(p_sum[0], [4 * units, 4 * units, units, units, 4 * units,
+                             4 * nh, 4 * nh, nh, nh])
   d_weights = [cl.matmul(rows(h[:-1]), rows(g["d_hw"]), adjoint_a=True),
                cl.matmul(rows(hh[:-1]), d_hp, adjoint_a=True),
                tf.reshape(sums[0], [4, units]), tf.reshape(sums[1], [4, units]),
-               sums[2], sums[3]]
-  for d_name, x_name, gain_w, offset_w in (
-      ("d_hu", "h_hat", cl.h_ln_g, cl.h_ln_b),
-      ("d_hcy", "hc_hat", cl.h_ln_cg, cl.h_ln_cb)):
-    d = g[d_name]
-    d_weights += [_colsum(d * saved[x_name].stack(), gain_w.shape),
-                  _colsum(d, offset_w.shape)]
+               sums[2], sums[3], tf.reshape(sums[5], [4, nh]),
+               tf.reshape(sums[6], [4, nh]), sums[7], sums[8]]
   d_e = rows(g["d_e"])
   d_weights += [cl.matmul(rows(hh[1:]), d_e, adjoint_a=True),
                 _colsum(d_e, [d_e.shape[-1]]), d_w_ab,

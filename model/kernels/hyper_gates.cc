@@ -1,25 +1,29 @@
-// The elementwise part of one HyperLSTM time step of the main cell, forward
-// and backward, each as one kernel (method.md §2; Python side and fallback:
-// model/fused_gates.py).
+// The elementwise part of one HyperLSTM time step, forward and backward, as
+// one kernel call per cell and direction (method.md §2; the Python side and
+// the TensorFlow-op fallback: model/fused_gates.py, model/hyper_fused.py).
 //
-// Forward, per batch row b and gate k in (i, j, f, o), with the embedding
-// factors ab (12, B, H) = [alpha_x (4) | alpha_h (4) | beta (4)] gate-major:
-//   pre_k   = alpha_x_k * xm_k + alpha_h_k * hm_k + beta_k + bias_k
-//   a_k     = sigmoid(LN(pre_k) * gain_k + offset_k)
-//             (gain / offset carry the factor 2 of tanh(x) = 2 s(2x) - 1 and
-//             the forget bias, see model/hyper_recurrence.py)
-//   c       = c_prev * a_f + a_i * (2 a_j - 1) * mask
-//   h       = tanh(LN(c) * c_gain + c_offset) * a_o
-// ``saved`` keeps per row [x_hat (4H) | a (4H) | c_hat (H) | tanh (H) |
+// A layer-norm LSTM step, per batch row, from the gate pre-activations
+// pre (4n) = [i | j | f | o]:
+//   a   = sigmoid(LN_k(pre_k) * gain_k + offset_k)   per gate k
+//         (gain / offset carry the factor 2 of tanh(x) = 2 s(2x) - 1 and the
+//         forget bias, see model/hyper_recurrence.py)
+//   c   = c_prev * a_f + a_i * (2 a_j - 1) * mask
+//   h   = tanh(LN(c) * c_gain + c_offset) * a_o
+// ``saved`` keeps per row [x_hat (4n) | a (4n) | c_hat (n) | tanh (n) |
 // 1/sigma of the 4 gates (4) | 1/sigma of c (1)] for the backward.
 //
-// Backward: the chain rule through the same step, given dL/dh (carry + the
-// step's output gradient) and the carried dL/dc.  Outputs the gradients of ab
-// (gate-major, for the embeddings' batched matmul), of the recurrent matmul's
-// main-gate columns (d_pre * alpha_h), of xm (d_pre * alpha_x), the carried
-// dL/dc_prev, and per row [d_u * x_hat (4H) | d_u (4H) | d_cy * c_hat (H) |
-// d_cy (H) | d_pre (4H)] whose column sums over all steps and rows are the
-// gradients of gain, offset, c_gain, c_offset and the bias.
+// Main cell (RpclGates*): pre_k = alpha_x_k * xm_k + alpha_h_k * hm_k + beta_k
+// + bias_k, with the embedding factors ab (12, B, H) = [alpha_x (4) | alpha_h
+// (4) | beta (4)] gate-major as the batched embedding matmul makes them and
+// hm the first 4H columns of the recurrent matmul's output hw.  Its backward
+// returns the gradients of ab (gate-major), of hm's columns (d_pre * alpha_h)
+// and of xm (d_pre * alpha_x).
+// Hyper cell (RpclLnCell*): pre = xh + hw[:, offset:offset + 4n] + hhw.
+//
+// Both backwards also return the carried dL/dc_prev and per row the factors
+// [d_u * x_hat (4n) | d_u (4n) | d_cy * c_hat (n) | d_cy (n)] (+ d_pre (4n)
+// for the main cell), whose sums over rows and steps are the gradients of
+// gain, offset, c_gain, c_offset (and the gate bias).
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -39,11 +43,15 @@ using tensorflow::Tensor;
 using tensorflow::TensorShape;
 using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
+using Arr = Eigen::Map<Eigen::ArrayXf>;
+using CArr = Eigen::Map<const Eigen::ArrayXf>;
 
 constexpr int kSavedExtra = 5;  // 4 gate scales + the cell's
 
-using Arr = Eigen::Map<Eigen::ArrayXf>;
-using CArr = Eigen::Map<const Eigen::ArrayXf>;
+const float* Data(const Tensor& t) {
+  return t.NumElements() ? t.flat<float>().data() : nullptr;
+}
+float* Data(Tensor* t) { return t->flat<float>().data(); }
 
 // Layer norm of x[0..n) into x_hat; returns 1/sqrt(var + eps).
 inline float Normalize(const float* x, int n, float eps, float* x_hat) {
@@ -63,6 +71,75 @@ inline void NormGrad(const float* g, const float* x_hat, float rs, int n,
   Arr(out, n) = rs * (gv - mg - xv * mgx);
 }
 
+// The cell's parameters (all float, contiguous).
+struct CellParams {
+  const float *gain, *offset, *c_gain, *c_offset;  // (4n), (4n), (n), (n)
+  int n;
+  float eps;
+};
+
+// Forward of one row from pre (4n, overwritten); mask may be null.
+void CellForwardRow(const CellParams& p, float* pre, const float* c_prev,
+                    const float* mask, float* sv, float* c_out, float* h_out) {
+  const int n = p.n;
+  float *x_hat = sv, *act = sv + 4 * n, *c_hat = sv + 8 * n, *ct = sv + 9 * n,
+        *rs = sv + 10 * n;
+  for (int k = 0; k < 4; ++k)
+    rs[k] = Normalize(pre + k * n, n, p.eps, x_hat + k * n);
+  Arr(act, 4 * n) =
+      (CArr(x_hat, 4 * n) * CArr(p.gain, 4 * n) + CArr(p.offset, 4 * n))
+          .logistic();
+  CArr si(act, n), sj(act + n, n), sf(act + 2 * n, n), so(act + 3 * n, n);
+  Arr c(c_out, n);
+  if (mask)
+    c = CArr(c_prev, n) * sf + si * (2.f * sj - 1.f) * CArr(mask, n);
+  else
+    c = CArr(c_prev, n) * sf + si * (2.f * sj - 1.f);
+  rs[4] = Normalize(c_out, n, p.eps, c_hat);
+  Arr tv(ct, n);
+  tv = (CArr(c_hat, n) * CArr(p.c_gain, n) + CArr(p.c_offset, n)).tanh();
+  Arr(h_out, n) = tv * so;
+}
+
+// Backward of one row given dh = dh_a + dh_b and the carried dc; writes
+// pg = [d_u * x_hat | d_u | d_cy * c_hat | d_cy] (10n), d_pre (4n) and the
+// carry dc * a_f.  tmp: 5n floats of scratch.
+void CellBackwardRow(const CellParams& p, const float* sv, const float* dh_a,
+                     const float* dh_b, const float* dc_in, const float* c_prev,
+                     const float* mask, float* tmp, float* pg, float* d_pre,
+                     float* dc_out) {
+  const int n = p.n;
+  const float *x_hat = sv, *act = sv + 4 * n, *c_hat = sv + 8 * n,
+              *rs = sv + 10 * n;
+  CArr si(act, n), sj(act + n, n), sf(act + 2 * n, n), so(act + 3 * n, n),
+      ct(sv + 9 * n, n), ch(c_hat, n), cp(c_prev, n);
+  Arr dh(tmp + 4 * n, n), dc(dc_out, n), dcy(pg + 9 * n, n);
+  dh = CArr(dh_a, n) + CArr(dh_b, n);
+  dcy = dh * so * (1.f - ct.square());
+  Arr(pg + 8 * n, n) = dcy * ch;
+  Arr(tmp, n) = dcy * CArr(p.c_gain, n);
+  NormGrad(tmp, c_hat, rs[4], n, dc_out);
+  dc += CArr(dc_in, n);
+  Arr du0(pg + 4 * n, n), du1(pg + 5 * n, n), du2(pg + 6 * n, n),
+      du3(pg + 7 * n, n);
+  if (mask) {
+    CArr m(mask, n);
+    du0 = dc * (2.f * sj - 1.f) * m * si * (1.f - si);
+    du1 = 2.f * dc * si * m * sj * (1.f - sj);
+  } else {
+    du0 = dc * (2.f * sj - 1.f) * si * (1.f - si);
+    du1 = 2.f * dc * si * sj * (1.f - sj);
+  }
+  du2 = dc * cp * sf * (1.f - sf);
+  du3 = dh * ct * so * (1.f - so);
+  CArr du(pg + 4 * n, 4 * n), xh(x_hat, 4 * n);
+  Arr(pg, 4 * n) = du * xh;
+  Arr(tmp, 4 * n) = du * CArr(p.gain, 4 * n);
+  for (int k = 0; k < 4; ++k)
+    NormGrad(tmp + k * n, x_hat + k * n, rs[k], n, d_pre + k * n);
+  dc *= sf;  // the carry to step t - 1
+}
+
 void ParallelRows(OpKernelContext* ctx, int rows, int64_t cost_per_row,
                   const std::function<void(int64_t, int64_t)>& fn) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
@@ -70,30 +147,49 @@ void ParallelRows(OpKernelContext* ctx, int rows, int64_t cost_per_row,
                     fn);
 }
 
-struct Dims {
-  int batch, units, hw_width;
-};
-
-absl::Status CheckDims(const Tensor& ab, const Tensor& xm, const Tensor& hw,
-                       const Tensor& c_prev, const Tensor& mask, Dims* d) {
-  if (c_prev.dims() != 2) return absl::InvalidArgumentError("c_prev: (B, H)");
-  d->batch = c_prev.dim_size(0);
-  d->units = c_prev.dim_size(1);
-  const int64_t b = d->batch, h = d->units;
-  if (ab.dims() != 3 || ab.dim_size(0) != 12 || ab.dim_size(1) != b ||
-      ab.dim_size(2) != h)
-    return absl::InvalidArgumentError("ab: (12, B, H)");
-  if (xm.dims() != 2 || xm.dim_size(0) != b || xm.dim_size(1) != 4 * h)
-    return absl::InvalidArgumentError("xm: (B, 4H)");
-  if (hw.dims() != 2 || hw.dim_size(0) != b || hw.dim_size(1) < 4 * h)
-    return absl::InvalidArgumentError("hw: (B, F >= 4H)");
-  if (mask.NumElements() != 0 &&
-      (mask.dims() != 2 || mask.dim_size(0) != b || mask.dim_size(1) != h))
-    return absl::InvalidArgumentError("mask: (B, H) or empty");
-  d->hw_width = hw.dim_size(1);
+absl::Status CheckMatrix(const Tensor& t, int64_t rows, int64_t cols,
+                         const char* what) {
+  if (t.dims() != 2 || t.dim_size(0) != rows || t.dim_size(1) != cols)
+    return absl::InvalidArgumentError(what);
   return absl::OkStatus();
 }
 
+// Inputs first, first + 1: (4, n) gains / offsets; first + 2, first + 3: (n).
+absl::Status CheckParams(OpKernelContext* ctx, int first, int64_t n) {
+  for (int i = 0; i < 4; ++i)
+    if (ctx->input(first + i).NumElements() != (i < 2 ? 4 * n : n))
+      return absl::InvalidArgumentError("layer-norm parameters: (4, n), (n)");
+  return absl::OkStatus();
+}
+
+CellParams Params(OpKernelContext* ctx, int gain, int offset, int c_gain,
+                  int c_offset, int n, float eps) {
+  auto at = [&](int i) { return i < 0 ? nullptr : Data(ctx->input(i)); };
+  return CellParams{at(gain), at(offset), at(c_gain), at(c_offset), n, eps};
+}
+
+// Shapes shared by the main cell's ops: B, H, the width of hw; checks them.
+absl::Status MainDims(OpKernelContext* ctx, int64_t* b, int64_t* h,
+                      int64_t* f) {
+  const Tensor &ab = ctx->input(0), &xm = ctx->input(1), &hw = ctx->input(2),
+               &c_prev = ctx->input(3), &mask = ctx->input(4);
+  if (c_prev.dims() != 2) return absl::InvalidArgumentError("c_prev: (B, H)");
+  *b = c_prev.dim_size(0);
+  *h = c_prev.dim_size(1);
+  *f = hw.dims() == 2 ? hw.dim_size(1) : 0;
+  if (ab.dims() != 3 || ab.dim_size(0) != 12 || ab.dim_size(1) != *b ||
+      ab.dim_size(2) != *h)
+    return absl::InvalidArgumentError("ab: (12, B, H)");
+  TF_RETURN_IF_ERROR(CheckMatrix(xm, *b, 4 * *h, "xm: (B, 4H)"));
+  if (hw.dims() != 2 || hw.dim_size(0) != *b || *f < 4 * *h)
+    return absl::InvalidArgumentError("hw: (B, F >= 4H)");
+  if (mask.NumElements() != 0)
+    TF_RETURN_IF_ERROR(CheckMatrix(mask, *b, *h, "mask: (B, H) or empty"));
+  return absl::OkStatus();
+}
+
+// RpclGatesForward(ab, xm, hw, c_prev, mask, bias, gain, offset, c_gain,
+// c_offset) -> h, c, saved.
 class GatesForwardOp : public OpKernel {
  public:
   explicit GatesForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -101,187 +197,213 @@ class GatesForwardOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &ab = ctx->input(0), &xm = ctx->input(1), &hw = ctx->input(2),
-                 &c_prev = ctx->input(3), &mask = ctx->input(4),
-                 &bias = ctx->input(5), &gain = ctx->input(6),
-                 &offset = ctx->input(7), &c_gain = ctx->input(8),
-                 &c_offset = ctx->input(9);
-    Dims d;
-    OP_REQUIRES_OK(ctx, CheckDims(ab, xm, hw, c_prev, mask, &d));
-    const int B = d.batch, H = d.units, F = d.hw_width;
-    const int S = 10 * H + kSavedExtra;
-    Tensor* h_out = nullptr;
+    int64_t B, H, F;
+    OP_REQUIRES_OK(ctx, MainDims(ctx, &B, &H, &F));
+    OP_REQUIRES_OK(ctx, CheckParams(ctx, 6, H));
+    OP_REQUIRES(ctx, ctx->input(5).NumElements() == 4 * H,
+                absl::InvalidArgumentError("bias: (4, H)"));
+    const int64_t S = 10 * H + kSavedExtra;
+    Tensor *h_out, *c_out, *saved;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, H}), &h_out));
-    Tensor* c_out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, H}), &c_out));
-    Tensor* saved = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, S}), &saved));
-    const float *pab = ab.flat<float>().data(), *pxm = xm.flat<float>().data(),
-                *phw = hw.flat<float>().data(),
-                *pc = c_prev.flat<float>().data(),
-                *pmask = mask.NumElements() ? mask.flat<float>().data() : nullptr,
-                *pbias = bias.flat<float>().data(),
-                *pgain = gain.flat<float>().data(),
-                *poff = offset.flat<float>().data(),
-                *pcg = c_gain.flat<float>().data(),
-                *pcb = c_offset.flat<float>().data();
-    float *ph = h_out->flat<float>().data(), *pcn = c_out->flat<float>().data(),
-          *psv = saved->flat<float>().data();
-    const float eps = eps_;
-    auto rows = [&](int64_t begin, int64_t end) {
+    const float *ab = Data(ctx->input(0)), *xm = Data(ctx->input(1)),
+                *hw = Data(ctx->input(2)), *c_prev = Data(ctx->input(3)),
+                *mask = Data(ctx->input(4)), *bias = Data(ctx->input(5));
+    const CellParams p = Params(ctx, 6, 7, 8, 9, H, eps_);
+    float *h = Data(h_out), *c = Data(c_out), *sv = Data(saved);
+    ParallelRows(ctx, B, 60 * 4 * H, [&](int64_t begin, int64_t end) {
       std::vector<float> pre(4 * H);
       for (int64_t b = begin; b < end; ++b) {
-        float* sv = psv + b * S;
-        float *x_hat = sv, *act = sv + 4 * H, *c_hat = sv + 8 * H,
-              *ct = sv + 9 * H, *rs = sv + 10 * H;
-        const float *xr = pxm + b * 4 * H, *hr = phw + b * F;
-        for (int k = 0; k < 4; ++k) {
-          const int64_t kh = static_cast<int64_t>(k) * H;
-          CArr ax(pab + (k * B + b) * H, H), ah(pab + ((4 + k) * B + b) * H, H),
-              bh(pab + ((8 + k) * B + b) * H, H);
-          Arr(pre.data() + kh, H) = ax * CArr(xr + kh, H) +
-                                    ah * CArr(hr + kh, H) + bh +
-                                    CArr(pbias + kh, H);
-          rs[k] = Normalize(pre.data() + kh, H, eps, x_hat + kh);
+        for (int64_t k = 0; k < 4; ++k) {
+          Arr(pre.data() + k * H, H) =
+              CArr(ab + (k * B + b) * H, H) * CArr(xm + (b * 4 + k) * H, H) +
+              CArr(ab + ((4 + k) * B + b) * H, H) * CArr(hw + b * F + k * H, H) +
+              CArr(ab + ((8 + k) * B + b) * H, H) + CArr(bias + k * H, H);
         }
-        Arr(act, 4 * H) = (CArr(x_hat, 4 * H) * CArr(pgain, 4 * H) +
-                           CArr(poff, 4 * H)).logistic();
-        CArr si(act, H), sj(act + H, H), sf(act + 2 * H, H), so(act + 3 * H, H);
-        Arr c(pcn + b * H, H);
-        if (pmask)
-          c = CArr(pc + b * H, H) * sf +
-              si * (2.f * sj - 1.f) * CArr(pmask + b * H, H);
-        else
-          c = CArr(pc + b * H, H) * sf + si * (2.f * sj - 1.f);
-        rs[4] = Normalize(c.data(), H, eps, c_hat);
-        Arr tv(ct, H);
-        tv = (CArr(c_hat, H) * CArr(pcg, H) + CArr(pcb, H)).tanh();
-        Arr(ph + b * H, H) = tv * so;
+        CellForwardRow(p, pre.data(), c_prev + b * H,
+                       mask ? mask + b * H : nullptr, sv + b * S, c + b * H,
+                       h + b * H);
       }
-    };
-    ParallelRows(ctx, B, 60 * 4 * H, rows);
+    });
   }
 
  private:
   float eps_;
 };
 
+// RpclGatesBackward(ab, xm, hw, c_prev, mask, saved, dh, d_out, dc, gain,
+// c_gain) -> d_ab, d_hwm, d_xm, dc_prev, pgrad (B, 14H).
 class GatesBackwardOp : public OpKernel {
  public:
   explicit GatesBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &ab = ctx->input(0), &xm = ctx->input(1), &hw = ctx->input(2),
-                 &c_prev = ctx->input(3), &mask = ctx->input(4),
-                 &saved = ctx->input(5), &dh_in = ctx->input(6),
-                 &d_out = ctx->input(7), &dc_in = ctx->input(8),
-                 &gain = ctx->input(9), &c_gain = ctx->input(10);
-    Dims d;
-    OP_REQUIRES_OK(ctx, CheckDims(ab, xm, hw, c_prev, mask, &d));
-    const int B = d.batch, H = d.units, F = d.hw_width;
-    const int S = 10 * H + kSavedExtra;
-    OP_REQUIRES(ctx, saved.NumElements() == static_cast<int64_t>(B) * S,
-                absl::InvalidArgumentError("saved: (B, 10H + 5)"));
-    Tensor* d_ab = nullptr;
+    int64_t B, H, F;
+    OP_REQUIRES_OK(ctx, MainDims(ctx, &B, &H, &F));
+    const int64_t S = 10 * H + kSavedExtra;
+    OP_REQUIRES_OK(ctx, CheckMatrix(ctx->input(5), B, S, "saved: (B, 10H + 5)"));
+    for (int i = 6; i < 9; ++i)
+      OP_REQUIRES_OK(ctx, CheckMatrix(ctx->input(i), B, H, "dh, dc: (B, H)"));
+    OP_REQUIRES(ctx, ctx->input(9).NumElements() == 4 * H &&
+                         ctx->input(10).NumElements() == H,
+                absl::InvalidArgumentError("gain (4, H), c_gain (H)"));
+    Tensor *d_ab, *d_hwm, *d_xm, *dc_out, *pgrad;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({12, B, H}), &d_ab));
-    Tensor* d_hwm = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, 4 * H}), &d_hwm));
-    Tensor* d_xm = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, 4 * H}), &d_xm));
-    Tensor* dc_out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({B, H}), &dc_out));
-    Tensor* pgrad = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, 14 * H}), &pgrad));
-    const float *pab = ab.flat<float>().data(), *pxm = xm.flat<float>().data(),
-                *phw = hw.flat<float>().data(),
-                *pc = c_prev.flat<float>().data(),
-                *pmask = mask.NumElements() ? mask.flat<float>().data() : nullptr,
-                *psv = saved.flat<float>().data(),
-                *pdh = dh_in.flat<float>().data(),
-                *pdo = d_out.flat<float>().data(),
-                *pdc = dc_in.flat<float>().data(),
-                *pgain = gain.flat<float>().data(),
-                *pcg = c_gain.flat<float>().data();
-    float *pdab = d_ab->flat<float>().data(),
-          *pdhwm = d_hwm->flat<float>().data(),
-          *pdxm = d_xm->flat<float>().data(),
-          *pdcn = dc_out->flat<float>().data(),
-          *ppg = pgrad->flat<float>().data();
-    auto rows = [&](int64_t begin, int64_t end) {
-      std::vector<float> dh_buf(H), dc_buf(H), tmp(4 * H);
+    const float *ab = Data(ctx->input(0)), *xm = Data(ctx->input(1)),
+                *hw = Data(ctx->input(2)), *c_prev = Data(ctx->input(3)),
+                *mask = Data(ctx->input(4)), *sv = Data(ctx->input(5)),
+                *dh = Data(ctx->input(6)), *d_out = Data(ctx->input(7)),
+                *dc = Data(ctx->input(8));
+    const CellParams p = Params(ctx, 9, -1, 10, -1, H, 0.f);
+    float *dab = Data(d_ab), *dhwm = Data(d_hwm), *dxm = Data(d_xm),
+          *dcn = Data(dc_out), *pg = Data(pgrad);
+    ParallelRows(ctx, B, 80 * 4 * H, [&](int64_t begin, int64_t end) {
+      std::vector<float> tmp(5 * H);
       for (int64_t b = begin; b < end; ++b) {
-        const float* sv = psv + b * S;
-        const float *x_hat = sv, *act = sv + 4 * H, *c_hat = sv + 8 * H,
-                    *rs = sv + 10 * H;
-        CArr si(act, H), sj(act + H, H), sf(act + 2 * H, H), so(act + 3 * H, H),
-            ct(sv + 9 * H, H), ch(c_hat, H), cp(pc + b * H, H);
-        float* pg = ppg + b * 14 * H;
-        Arr dh(dh_buf.data(), H), dc(dc_buf.data(), H), dcy(pg + 9 * H, H);
-        dh = CArr(pdh + b * H, H) + CArr(pdo + b * H, H);
-        dcy = dh * so * (1.f - ct.square());
-        Arr(pg + 8 * H, H) = dcy * ch;
-        Arr(tmp.data(), H) = dcy * CArr(pcg, H);
-        NormGrad(tmp.data(), c_hat, rs[4], H, dc.data());
-        dc += CArr(pdc + b * H, H);
-        Arr(pdcn + b * H, H) = dc * sf;
-        Arr du0(pg + 4 * H, H), du1(pg + 5 * H, H), du2(pg + 6 * H, H),
-            du3(pg + 7 * H, H);
-        if (pmask) {
-          CArr m(pmask + b * H, H);
-          du0 = dc * (2.f * sj - 1.f) * m * si * (1.f - si);
-          du1 = 2.f * dc * si * m * sj * (1.f - sj);
-        } else {
-          du0 = dc * (2.f * sj - 1.f) * si * (1.f - si);
-          du1 = 2.f * dc * si * sj * (1.f - sj);
-        }
-        du2 = dc * cp * sf * (1.f - sf);
-        du3 = dh * ct * so * (1.f - so);
-        CArr du(pg + 4 * H, 4 * H), xh(x_hat, 4 * H);
-        Arr(pg, 4 * H) = du * xh;
-        Arr(tmp.data(), 4 * H) = du * CArr(pgain, 4 * H);
-        float* dpre = pg + 10 * H;
-        for (int k = 0; k < 4; ++k)
-          NormGrad(tmp.data() + k * H, x_hat + k * H, rs[k], H,
-                   dpre + k * H);
-        const float *xr = pxm + b * 4 * H, *hr = phw + b * F;
-        for (int k = 0; k < 4; ++k) {
-          const int64_t kh = static_cast<int64_t>(k) * H;
+        float *row = pg + b * 14 * H, *dpre = row + 10 * H;
+        CellBackwardRow(p, sv + b * S, dh + b * H, d_out + b * H, dc + b * H,
+                        c_prev + b * H, mask ? mask + b * H : nullptr,
+                        tmp.data(), row, dpre, dcn + b * H);
+        for (int64_t k = 0; k < 4; ++k) {
           const int64_t rx = (k * B + b) * H, rh = ((4 + k) * B + b) * H,
-                        rb = ((8 + k) * B + b) * H;
-          CArr dp(dpre + kh, H);
-          Arr(pdab + rx, H) = dp * CArr(xr + kh, H);
-          Arr(pdab + rh, H) = dp * CArr(hr + kh, H);
-          Arr(pdab + rb, H) = dp;
-          Arr(pdhwm + b * 4 * H + kh, H) = dp * CArr(pab + rh, H);
-          Arr(pdxm + b * 4 * H + kh, H) = dp * CArr(pab + rx, H);
+                        rb = ((8 + k) * B + b) * H, col = (b * 4 + k) * H;
+          CArr dp(dpre + k * H, H);
+          Arr(dab + rx, H) = dp * CArr(xm + col, H);
+          Arr(dab + rh, H) = dp * CArr(hw + b * F + k * H, H);
+          Arr(dab + rb, H) = dp;
+          Arr(dhwm + col, H) = dp * CArr(ab + rh, H);
+          Arr(dxm + col, H) = dp * CArr(ab + rx, H);
         }
       }
-    };
-    ParallelRows(ctx, B, 80 * 4 * H, rows);
+    });
   }
 };
 
+// RpclLnCellForward(xh, hw, hhw, c_prev, gain, offset, c_gain, c_offset;
+// hw_offset) -> h, c, saved: pre = xh + hw[:, hw_offset:hw_offset + 4n] + hhw.
+class LnCellForwardOp : public OpKernel {
+ public:
+  explicit LnCellForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &eps_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("hw_offset", &hw_offset_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &xh = ctx->input(0), &hw = ctx->input(1),
+                 &c_prev = ctx->input(3);
+    OP_REQUIRES(ctx, c_prev.dims() == 2,
+                absl::InvalidArgumentError("c_prev: (B, n)"));
+    const int64_t B = c_prev.dim_size(0), n = c_prev.dim_size(1);
+    OP_REQUIRES_OK(ctx, CheckMatrix(xh, B, 4 * n, "xh: (B, 4n)"));
+    OP_REQUIRES_OK(ctx, CheckMatrix(ctx->input(2), B, 4 * n, "hhw: (B, 4n)"));
+    OP_REQUIRES(ctx, hw.dims() == 2 && hw.dim_size(0) == B &&
+                         hw.dim_size(1) >= hw_offset_ + 4 * n,
+                absl::InvalidArgumentError("hw: (B, >= hw_offset + 4n)"));
+    OP_REQUIRES_OK(ctx, CheckParams(ctx, 4, n));
+    const int64_t S = 10 * n + kSavedExtra, F = hw.dim_size(1);
+    Tensor *h_out, *c_out, *saved;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, n}), &h_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, n}), &c_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, S}), &saved));
+    const float *x = Data(xh), *w = Data(hw) + hw_offset_,
+                *hh = Data(ctx->input(2)), *cp = Data(c_prev);
+    const CellParams p = Params(ctx, 4, 5, 6, 7, n, eps_);
+    float *h = Data(h_out), *c = Data(c_out), *sv = Data(saved);
+    ParallelRows(ctx, B, 60 * 4 * n, [&](int64_t begin, int64_t end) {
+      std::vector<float> pre(4 * n);
+      for (int64_t b = begin; b < end; ++b) {
+        Arr(pre.data(), 4 * n) = CArr(x + b * 4 * n, 4 * n) +
+                                 CArr(w + b * F, 4 * n) +
+                                 CArr(hh + b * 4 * n, 4 * n);
+        CellForwardRow(p, pre.data(), cp + b * n, nullptr, sv + b * S,
+                       c + b * n, h + b * n);
+      }
+    });
+  }
+
+ private:
+  float eps_;
+  int hw_offset_;
+};
+
+// RpclLnCellBackward(saved, dh_a, dh_b, dc, c_prev, gain, c_gain) -> d_pre
+// (B, 4n), dc_prev (B, n), pgrad (B, 10n).
+class LnCellBackwardOp : public OpKernel {
+ public:
+  explicit LnCellBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& c_prev = ctx->input(4);
+    OP_REQUIRES(ctx, c_prev.dims() == 2,
+                absl::InvalidArgumentError("c_prev: (B, n)"));
+    const int64_t B = c_prev.dim_size(0), n = c_prev.dim_size(1);
+    const int64_t S = 10 * n + kSavedExtra;
+    OP_REQUIRES_OK(ctx, CheckMatrix(ctx->input(0), B, S, "saved: (B, 10n + 5)"));
+    for (int i = 1; i < 4; ++i)
+      OP_REQUIRES_OK(ctx, CheckMatrix(ctx->input(i), B, n, "dh, dc: (B, n)"));
+    OP_REQUIRES(ctx, ctx->input(5).NumElements() == 4 * n &&
+                         ctx->input(6).NumElements() == n,
+                absl::InvalidArgumentError("gain (4, n), c_gain (n)"));
+    Tensor *d_pre, *dc_out, *pgrad;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, 4 * n}), &d_pre));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, n}), &dc_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, 10 * n}), &pgrad));
+    const float *sv = Data(ctx->input(0)), *dh_a = Data(ctx->input(1)),
+                *dh_b = Data(ctx->input(2)), *dc = Data(ctx->input(3)),
+                *cp = Data(c_prev);
+    const CellParams p = Params(ctx, 5, -1, 6, -1, n, 0.f);
+    float *dp = Data(d_pre), *dcn = Data(dc_out), *pg = Data(pgrad);
+    ParallelRows(ctx, B, 80 * 4 * n, [&](int64_t begin, int64_t end) {
+      std::vector<float> tmp(5 * n);
+      for (int64_t b = begin; b < end; ++b)
+        CellBackwardRow(p, sv + b * S, dh_a + b * n, dh_b + b * n, dc + b * n,
+                        cp + b * n, nullptr, tmp.data(), pg + b * 10 * n,
+                        dp + b * 4 * n, dcn + b * n);
+    });
+  }
+};
+
+DimensionHandle Times(InferenceContext* c, DimensionHandle d, int64_t k,
+                      int64_t plus = 0) {
+  DimensionHandle out;
+  if (!c->Multiply(d, k, &out).ok() || !c->Add(out, plus, &out).ok())
+    return c->UnknownDim();
+  return out;
+}
+
+// Forward ops: h, c like c_prev (input ``c_input``), saved (B, 10n + 5).
+template <int c_input>
 absl::Status ForwardShape(InferenceContext* c) {
-  auto cp = c->input(3);
-  DimensionHandle width;
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(cp, 1), 10, &width));
-  TF_RETURN_IF_ERROR(c->Add(width, kSavedExtra, &width));
+  auto cp = c->input(c_input);
   c->set_output(0, cp);
   c->set_output(1, cp);
-  c->set_output(2, c->Matrix(c->Dim(cp, 0), width));
+  c->set_output(2, c->Matrix(c->Dim(cp, 0), Times(c, c->Dim(cp, 1), 10,
+                                                  kSavedExtra)));
   return absl::OkStatus();
 }
 
-absl::Status BackwardShape(InferenceContext* c) {
+absl::Status GatesBackwardShape(InferenceContext* c) {
   auto cp = c->input(3);
-  DimensionHandle four, fourteen;
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(cp, 1), 4, &four));
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(cp, 1), 14, &fourteen));
-  c->set_output(0, c->MakeShape({c->MakeDim(12), c->Dim(cp, 0), c->Dim(cp, 1)}));
-  c->set_output(1, c->Matrix(c->Dim(cp, 0), four));
-  c->set_output(2, c->Matrix(c->Dim(cp, 0), four));
+  auto b = c->Dim(cp, 0), h = c->Dim(cp, 1);
+  c->set_output(0, c->MakeShape({c->MakeDim(12), b, h}));
+  c->set_output(1, c->Matrix(b, Times(c, h, 4)));
+  c->set_output(2, c->Matrix(b, Times(c, h, 4)));
   c->set_output(3, cp);
-  c->set_output(4, c->Matrix(c->Dim(cp, 0), fourteen));
+  c->set_output(4, c->Matrix(b, Times(c, h, 14)));
+  return absl::OkStatus();
+}
+
+absl::Status LnCellBackwardShape(InferenceContext* c) {
+  auto cp = c->input(4);
+  auto b = c->Dim(cp, 0), n = c->Dim(cp, 1);
+  c->set_output(0, c->Matrix(b, Times(c, n, 4)));
+  c->set_output(1, cp);
+  c->set_output(2, c->Matrix(b, Times(c, n, 10)));
   return absl::OkStatus();
 }
 
@@ -302,7 +424,7 @@ REGISTER_OP("RpclGatesForward")
     .Output("h: float")
     .Output("c: float")
     .Output("saved: float")
-    .SetShapeFn(ForwardShape);
+    .SetShapeFn(ForwardShape<3>);
 
 REGISTER_OP("RpclGatesBackward")
     .Input("ab: float")
@@ -321,9 +443,42 @@ REGISTER_OP("RpclGatesBackward")
     .Output("d_xm: float")
     .Output("dc_prev: float")
     .Output("pgrad: float")
-    .SetShapeFn(BackwardShape);
+    .SetShapeFn(GatesBackwardShape);
+
+REGISTER_OP("RpclLnCellForward")
+    .Input("xh: float")
+    .Input("hw: float")
+    .Input("hhw: float")
+    .Input("c_prev: float")
+    .Input("gain: float")
+    .Input("offset: float")
+    .Input("c_gain: float")
+    .Input("c_offset: float")
+    .Attr("epsilon: float")
+    .Attr("hw_offset: int")
+    .Output("h: float")
+    .Output("c: float")
+    .Output("saved: float")
+    .SetShapeFn(ForwardShape<3>);
+
+REGISTER_OP("RpclLnCellBackward")
+    .Input("saved: float")
+    .Input("dh_a: float")
+    .Input("dh_b: float")
+    .Input("dc: float")
+    .Input("c_prev: float")
+    .Input("gain: float")
+    .Input("c_gain: float")
+    .Output("d_pre: float")
+    .Output("dc_prev: float")
+    .Output("pgrad: float")
+    .SetShapeFn(LnCellBackwardShape);
 
 REGISTER_KERNEL_BUILDER(
     Name("RpclGatesForward").Device(tensorflow::DEVICE_CPU), GatesForwardOp);
 REGISTER_KERNEL_BUILDER(
     Name("RpclGatesBackward").Device(tensorflow::DEVICE_CPU), GatesBackwardOp);
+REGISTER_KERNEL_BUILDER(
+    Name("RpclLnCellForward").Device(tensorflow::DEVICE_CPU), LnCellForwardOp);
+REGISTER_KERNEL_BUILDER(
+    Name("RpclLnCellBackward").Device(tensorflow::DEVICE_CPU), LnCellBackwardOp);
