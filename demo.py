@@ -86,20 +86,18 @@ def live_units(samples_dir):
 
 
 def sample_all(model_dir, out_dir, n, seed):
-  """Step 3: conditional samples, then samples from each live level-l unit
-  (pruned units are skipped: sample.py would refuse them)."""
+  """Step 3: conditional samples, then samples from every live level-l unit
+  in one folder (pruned units are skipped)."""
   banner("sample: conditional (test-split references)")
-  paths = {"conditional": os.path.join(out_dir, "samples")}
+  paths = {"conditional": os.path.join(out_dir, "samples"),
+           "level_l": os.path.join(out_dir, "samples_level_l")}
   call(command("sample.py", model_dir=model_dir, output_dir=paths["conditional"],
                num_per_category=n, conditional=True, seed=seed, overwrite=True))
   units = live_units(paths["conditional"])
-  for l in units:
-    banner(f"sample: level-l unit {l} (live: {', '.join(map(str, units))})")
-    path = os.path.join(out_dir, f"samples_level_l{l}")
-    call(command("sample.py", model_dir=model_dir, output_dir=path,
-                 num_per_category=max(2, n // len(CATEGORIES)),
-                 level_l=l, seed=seed, overwrite=True))
-    paths[f"level_l_{l}"] = path
+  banner(f"sample: every live level-l unit ({', '.join(map(str, units))})")
+  call(command("sample.py", model_dir=model_dir, output_dir=paths["level_l"],
+               num_per_category=max(2, n // len(CATEGORIES)), all_level_l=True,
+               seed=seed, overwrite=True))
   return paths
 
 

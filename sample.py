@@ -5,7 +5,8 @@
 
 Modes: conditional (codes = encoder means of random test references),
 unconditional (z ~ N(0, I)), --level_k / --level_l (codes from a chosen
-level-k Gaussian or level-l unit), --analogy=A,B,C (z_C + z_B - z_A) and
+level-k Gaussian or level-l unit), --all_level_l (from every live unit, in
+one folder), --analogy=A,B,C (z_C + z_B - z_A) and
 --interpolate=A,B (codes along the line); A, B, C index the test split as
 loaded with the model's hparams (categories in order, first
 num_per_category each).  All sketches are decoded together by
@@ -36,6 +37,8 @@ flags.DEFINE_integer("seed", 0,
                      "Seed of references, codes and decoding noise.")
 flags.DEFINE_integer("level_k", None, "Draw codes from this level-k Gaussian.")
 flags.DEFINE_integer("level_l", None, "Draw codes from this level-l unit.")
+flags.DEFINE_boolean("all_level_l", False, "Draw num_per_category codes from "
+                     "every live level-l unit (each unit's as --level_l gives).")
 flags.DEFINE_string("analogy", None,
                     "A,B,C: test indices; decode z_C + (z_B - z_A).")
 flags.DEFINE_string("interpolate", None,
@@ -58,7 +61,8 @@ def main(argv):
       FLAGS.model_dir, FLAGS.output_dir, FLAGS.data_dir, FLAGS.num_per_category,
       FLAGS.conditional, FLAGS.temperature, FLAGS.greedy, FLAGS.seed,
       FLAGS.level_k, FLAGS.level_l, FLAGS.analogy, FLAGS.interpolate,
-      FLAGS.steps, FLAGS.categories, FLAGS.max_len, FLAGS.overwrite)
+      FLAGS.steps, FLAGS.categories, FLAGS.max_len, FLAGS.overwrite,
+      FLAGS.all_level_l)
   print(f"wrote {summary['num']} {summary['mode']} sketches to "
         f"{summary['output_dir']} (mean length {summary['mean_length']:.1f}, "
         f"{100 * summary['ended']:.0f}% ended before max_len)")

@@ -106,6 +106,24 @@ def check_test_indices(indices, size, flag):
                       f"{size} sketches (0..{size - 1})")
 
 
+def _codes_from_all_units(h, n, seed):
+  """n codes from every live level-l unit, each unit's exactly the codes
+  ``--level_l`` gives it; grid rows by unit and component."""
+  from model import sampler
+  zs, rows, start = [], [], 0
+  for l in sampler.live_units(h):
+    z, ks = sampler.codes_from_level_l(h, l, n, seed)
+    rows += [(f"l #{l} > k #{k}", (start + np.flatnonzero(ks == k)).tolist())
+             for k in np.unique(ks)]
+    zs.append(z)
+    start += n
+  if not zs:
+    raise UserError("--all_level_l: the model has no live level-l unit")
+  m = start
+  return dict(z=np.concatenate(zs), category=np.full(m, -1, np.int32),
+              ref_index=np.full(m, -1, np.int32), mode="level_l", rows=rows)
+
+
 def build_codes(model, hps, model_dir, data_dir, a):
   """Codes and bookkeeping for the chosen mode -> dict (z, category, ref_index,
   ref_images, mode, rows) where rows group sketch indices for the grid."""
@@ -126,6 +144,8 @@ def build_codes(model, hps, model_dir, data_dir, a):
     rows = [(f"l #{a['level_l']} > k #{k}", np.flatnonzero(ks == k).tolist())
             for k in np.unique(ks)]
     return dict(z=z, category=none(n), ref_index=none(n), mode="level_l", rows=rows)
+  if a["all_level_l"]:
+    return _codes_from_all_units(h, n, seed)
   needs_data = a["analogy"] or a["interpolate"] or a["conditional"]
   if not needs_data:
     z = sampler.normal_codes(n * C, hps.z_size, seed)
@@ -262,12 +282,13 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
                num_per_category=10, conditional=True, temperature=0.24,
                greedy=False, seed=0, level_k=None, level_l=None, analogy=None,
                interpolate=None, steps=8, categories=None, max_len=0,
-               overwrite=False):
+               overwrite=False, all_level_l=False):
   """Runs one sampling job and writes output_dir; returns a summary dict."""
   a = dict(locals())
   check_args(num_per_category, temperature, greedy, steps, max_len,
              dict(level_k=level_k, level_l=level_l, analogy=analogy,
-                  interpolate=interpolate))
+                  interpolate=interpolate,
+                  all_level_l=True if all_level_l else None))
   check_output_dir(output_dir, overwrite, model_dir, data_dir)
   from data.raster import render_many
   from model import sampler

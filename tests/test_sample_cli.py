@@ -149,3 +149,20 @@ def test_old_config_with_missing_fields_still_samples(trained, tmp_path):
   json.dump(config, open(path, "w"))
   run((trained[0], model_dir, None), tmp_path / "o", num_per_category=1)
   assert len(load(tmp_path / "o")["z"]) == 2
+
+
+def test_all_level_l_is_every_live_unit_as_level_l_gives_it(trained, tmp_path):
+  from model import sampler
+  from model.checkpoint import load_trained
+  _, model = load_trained(trained[1])
+  live = sampler.live_units(model.hierarchy)
+  assert live
+  run(trained, tmp_path / "all", all_level_l=True, seed=4)
+  every = load(tmp_path / "all")
+  assert str(every["mode"]) == "level_l" and len(every["z"]) == N * len(live)
+  for i, l in enumerate(live):
+    run(trained, tmp_path / f"l{l}", level_l=l, seed=4)
+    np.testing.assert_array_equal(every["z"][i * N:(i + 1) * N],
+                                  load(tmp_path / f"l{l}")["z"])
+  with pytest.raises(UserError, match="--level_l and --all_level_l"):
+    run(trained, tmp_path / "both", level_l=live[0], all_level_l=True)
