@@ -102,10 +102,25 @@ def run(batches=16, data_dir=None, nbins=None, log=print):
   for variant in VARIANTS[1:]:
     res[f"{variant}_vs_padded"] = (res[f"{variant}_sketches_per_s"]
                                    / res["padded_sketches_per_s"])
+  res.update(no_padding_bound(res, base.batch_size))
   if tmp is not None:
     tmp.cleanup()
   log(report(res))
   return res
+
+
+def no_padding_bound(res, batch_size):
+  """The most any batching could gain: the step time as a + b * (padded
+  length), fitted to the padded and longest variants, evaluated at the mean
+  sketch length (no padding at all) -> {fixed_ms, per_point_ms, bound}."""
+  t_pad = batch_size / res["padded_sketches_per_s"]
+  t_long = batch_size / res["longest_sketches_per_s"]
+  l_pad, l_long = res["padded_mean_padded_len"], res["longest_mean_padded_len"]
+  per_point = (t_pad - t_long) / max(l_pad - l_long, 1e-9)
+  fixed = t_pad - per_point * l_pad
+  return dict(fixed_ms=1e3 * fixed, per_point_ms=1e3 * per_point,
+              no_padding_bound_vs_padded=t_pad / (fixed + per_point
+                                                  * res["mean_length"]))
 
 
 def report(res):
@@ -120,6 +135,10 @@ def report(res):
                  f"{res[f'{variant}_mean_padded_len']:5.1f}, "
                  f"{res[f'{variant}_traces']} trace(s)"
                  + (f", {ratio:.2f}x padded" if ratio else ""))
+  lines.append(f"  step = {res['fixed_ms']:.0f} ms + {res['per_point_ms']:.2f} ms "
+               f"per padded point: with no padding at all (mean length "
+               f"{res['mean_length']:.0f}) at most "
+               f"{res['no_padding_bound_vs_padded']:.2f}x padded")
   return "\n".join(lines)
 
 

@@ -165,7 +165,9 @@ def rows(results):
         _f(b["longest_sketches_per_s"]),
         f"{b['longest_vs_padded']:.2f}x padded batches "
         f"({_f(b['padded_sketches_per_s'])}/s); mean padded length "
-        f"{b['longest_mean_padded_len']:.0f} vs {b['max_seq_len']}")
+        f"{b['longest_mean_padded_len']:.0f} vs {b['max_seq_len']}; no padding "
+        f"at all: at most {b['no_padding_bound_vs_padded']:.2f}x (step "
+        f"{b['fixed_ms']:.0f} ms + {b['per_point_ms']:.2f} ms/point)")
   for name, res in results.items():
     if "error" in res:
       add(name, "FAILED", "-", res["error"])

@@ -12,8 +12,8 @@ that ship with the TensorFlow wheel (``tf.sysconfig``), into
 ``model/kernels/build/`` (or, if that is not writable, a per-user folder in
 the temp directory), named by a hash of the source, TensorFlow's version and
 flags and the CPU, so a stale build is never loaded.  Without a compiler, on
-a failed build, on a GPU, for other dtypes, or with ``RPCL_FUSED_GATES=0``
-the recurrence uses its TensorFlow-op path (model/hyper_recurrence.py), the
+a failed build, on a GPU, under XLA (jit_compile), for other dtypes, or with
+``RPCL_FUSED_GATES=0`` the recurrence uses its TensorFlow-op path (model/hyper_recurrence.py), the
 same math; tests/test_fused_gates.py checks the two agree.
 """
 import contextlib
@@ -122,9 +122,23 @@ def disabled():
     set_enabled(before)
 
 
+def _tracing_for_xla():
+  """Whether the function being traced is XLA-compiled (jit_compile=True):
+  XLA cannot compile a custom op."""
+  try:
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+  except (ImportError, AttributeError):
+    return False
+
+
 def usable(dtype):
-  """Whether a recurrence computing in ``dtype`` takes the fused path here."""
+  """Whether a recurrence computing in ``dtype`` takes the fused path here:
+  float32, CPU, not under XLA, kernels built."""
   if not _enabled["on"] or tf.as_dtype(dtype) != tf.float32:
+    return False
+  if _tracing_for_xla():
     return False
   if tf.config.list_logical_devices("GPU"):
     return False

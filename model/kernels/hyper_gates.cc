@@ -26,7 +26,6 @@
 // gain, offset, c_gain, c_offset (and the gate bias).
 #include <cmath>
 #include <functional>
-#include <vector>
 
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
@@ -48,6 +47,11 @@ using CArr = Eigen::Map<const Eigen::ArrayXf>;
 
 constexpr int kSavedExtra = 5;  // 4 gate scales + the cell's
 
+// Scratch rows are Eigen arrays (aligned to EIGEN_MAX_ALIGN_BYTES, as
+// TensorFlow's buffers are): Eigen's vectorised reductions and functions
+// treat the unaligned head of a buffer with scalar code, so a buffer at a
+// varying alignment (std::vector's) would change the last bits from call to
+// call.  With aligned buffers every call computes bit-identical results.
 const float* Data(const Tensor& t) {
   return t.NumElements() ? t.flat<float>().data() : nullptr;
 }
@@ -213,7 +217,7 @@ class GatesForwardOp : public OpKernel {
     const CellParams p = Params(ctx, 6, 7, 8, 9, H, eps_);
     float *h = Data(h_out), *c = Data(c_out), *sv = Data(saved);
     ParallelRows(ctx, B, 60 * 4 * H, [&](int64_t begin, int64_t end) {
-      std::vector<float> pre(4 * H);
+      Eigen::ArrayXf pre(4 * H);  // aligned scratch (see Data)
       for (int64_t b = begin; b < end; ++b) {
         for (int64_t k = 0; k < 4; ++k) {
           Arr(pre.data() + k * H, H) =
@@ -263,7 +267,7 @@ class GatesBackwardOp : public OpKernel {
     float *dab = Data(d_ab), *dhwm = Data(d_hwm), *dxm = Data(d_xm),
           *dcn = Data(dc_out), *pg = Data(pgrad);
     ParallelRows(ctx, B, 80 * 4 * H, [&](int64_t begin, int64_t end) {
-      std::vector<float> tmp(5 * H);
+      Eigen::ArrayXf tmp(5 * H);
       for (int64_t b = begin; b < end; ++b) {
         float *row = pg + b * 14 * H, *dpre = row + 10 * H;
         CellBackwardRow(p, sv + b * S, dh + b * H, d_out + b * H, dc + b * H,
@@ -315,7 +319,7 @@ class LnCellForwardOp : public OpKernel {
     const CellParams p = Params(ctx, 4, 5, 6, 7, n, eps_);
     float *h = Data(h_out), *c = Data(c_out), *sv = Data(saved);
     ParallelRows(ctx, B, 60 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> pre(4 * n);
+      Eigen::ArrayXf pre(4 * n);
       for (int64_t b = begin; b < end; ++b) {
         Arr(pre.data(), 4 * n) = CArr(x + b * 4 * n, 4 * n) +
                                  CArr(w + b * F, 4 * n) +
@@ -359,7 +363,7 @@ class LnCellBackwardOp : public OpKernel {
     const CellParams p = Params(ctx, 5, -1, 6, -1, n, 0.f);
     float *dp = Data(d_pre), *dcn = Data(dc_out), *pg = Data(pgrad);
     ParallelRows(ctx, B, 80 * 4 * n, [&](int64_t begin, int64_t end) {
-      std::vector<float> tmp(5 * n);
+      Eigen::ArrayXf tmp(5 * n);
       for (int64_t b = begin; b < end; ++b)
         CellBackwardRow(p, sv + b * S, dh_a + b * n, dh_b + b * n, dc + b * n,
                         cp + b * n, nullptr, tmp.data(), pg + b * 10 * n,
