@@ -44,17 +44,18 @@ def loop_body_nodes(concrete_fn):
 
 
 def category(op_name):
-  """The part of the model an op (by its scoped name) belongs to."""
-  if "while" in op_name and (op_name.startswith("gradient_tape/stroke_decoder")
-                             or "while_1" in op_name):
-    return "recurrence backward (loop)"
-  if "while" in op_name and "stroke_decoder" in op_name:
-    return "recurrence forward (loop)"
-  for part in ("encoder", "image_decoder", "stroke_decoder"):
-    if op_name.startswith("gradient_tape/" + part):
-      return part + " backward"
-    if op_name.startswith(part):
-      return part + " forward"
+  """The part of the model an op (by its scoped name) belongs to.  Names nest
+  under the train step's tf.cond ("cond/...", "gradient_tape/cond/..."): a
+  part is any scope starting with its layer name, backward when under
+  gradient_tape."""
+  backward = op_name.startswith("gradient_tape")
+  scopes = op_name.split("/")
+  has = lambda part: any(s.startswith(part) for s in scopes)
+  if "while" in scopes and has("stroke_decoder"):
+    return "recurrence " + ("backward" if backward else "forward") + " (loop)"
+  for part in ("image_decoder", "encoder", "stroke_decoder"):
+    if has(part):
+      return part + (" backward" if backward else " forward")
   if "adam" in op_name.lower():
     return "Adam"
   return "rest (hierarchy, losses, clipping, checks)"
