@@ -23,7 +23,6 @@ from utils import quiet  # noqa: E402,F401  (first: quiets TensorFlow's start-up
 from absl import app, flags  # noqa: E402
 
 from utils.errors import UserError, cli_main  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -185,14 +184,30 @@ def table(results, info):
   return "\n".join(lines)
 
 
-def write_readme(text):
-  """Replaces the section after the LATEST marker of benchmarks/README.md."""
-  marker = "<!-- latest results (written by benchmarks/run_all.py) -->"
-  head = ""
-  if os.path.isfile(README):
-    with open(README) as f:
-      head = f.read().split(marker)[0]
-  atomic_write_text(README, head + marker + "\n\n" + text + "\n")
+MARKER = "<!-- latest results (written by benchmarks/run_all.py) -->"
+
+
+def write_readme(text, path=README):
+  """Replaces the section after MARKER of benchmarks/README.md (a tracked
+  document: everything before the marker is kept byte for byte, the section
+  after it is this program's).  Temporary file + rename; a README without the
+  marker is refused, not rewritten."""
+  try:
+    with open(path) as f:
+      head, found, _ = f.read().partition(MARKER)
+  except OSError as exc:
+    raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+  if not found:
+    raise UserError(f"{path}: no line {MARKER!r}, so no section of it is "
+                    f"this program's; not rewriting it")
+  tmp = f"{path}.tmp-run_all-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(head + MARKER + "\n\n" + text + "\n")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def run(only=(), quick=False, log=print):
