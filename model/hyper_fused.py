@@ -19,24 +19,19 @@ import tensorflow as tf
 
 from model import fused_gates
 from model.cells import LN_EPSILON
-from model.hyper_recurrence import Path, _colsum, dropout_mask
+from model.hyper_recurrence import Path, _colsum, dropout_mask, forward_loop
 
 
 def _forward(cl, xm, xh, states, base_seed, keep_prob):
   """The forward loop -> (final states, {name: TensorArray}, inputs)."""
-  steps = tf.shape(xm)[0]
-  units, nh, emb = cl.units, cl.nh, cl.emb
-  ta = lambda dt, n=steps: tf.TensorArray(dt, size=n, clear_after_read=False)
-  inputs = dict(xm=ta(xm.dtype).unstack(xm), xh=ta(xh.dtype).unstack(xh))
-  saved = {name: ta(cl.ew, steps + 1).write(0, s)
-           for name, s in zip(("h", "c", "hh", "hc"), states)}
+  units, emb = cl.units, cl.emb
   names = ["hw", "ab", "e3", "main", "hyper"]
   names += [] if base_seed is None else ["mask"]
-  saved.update({name: ta(cl.ew) for name in names})
   w_e2, b_e, w_ab, b_ab = cl.embed
   bias = tf.reshape(b_ab[8 * units:], [4, units])
 
-  def body(t, h, c, hh, hc, saved):
+  def step(t, inputs, states):
+    h, c, hh, hc = states
     out = {}
     out["hw"] = hw = cl.matmul(h, cl.w_rec)                   # (B, 4H + 4Nh)
     hh, hc, out["hyper"] = fused_gates.ln_cell_forward(
@@ -52,15 +47,9 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     h, c, out["main"] = fused_gates.forward(
         out["ab"], inputs["xm"].read(t), hw, c, mask, bias, cl.ln_g, cl.ln_b,
         cl.ln_cg, cl.ln_cb, LN_EPSILON)
-    new = {k: saved[k].write(t, v) for k, v in out.items()}
-    new.update({k: saved[k].write(t + 1, v) for k, v in
-                zip(("h", "c", "hh", "hc"), (h, c, hh, hc))})
-    return t + 1, h, c, hh, hc, new
+    return out, (h, c, hh, hc)
 
-  result = tf.while_loop(lambda t, *_: t < steps, body,
-                         (tf.constant(0),) + tuple(states) + (saved,),
-                         maximum_iterations=steps)
-  return list(result[1:5]), result[5], inputs
+  return forward_loop(cl, xm, xh, states, names, step)
 
 
 def _backward(cl, saved, inputs, d_out, d_final):

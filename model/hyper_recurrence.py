@@ -174,21 +174,45 @@ def dropout_mask(cl, base_seed, t, keep_prob, shape):
                   tf.constant(0.0, cl.ew))
 
 
-def _forward(cl, xm, xh, states, base_seed, keep_prob):
-  """The forward loop -> (final states, {name: TensorArray} for the backward)."""
+STATES = ("h", "c", "hh", "hc")
+
+
+def forward_loop(cl, xm, xh, states, names, step):
+  """The forward ``tf.while_loop`` both paths share.  TensorArrays: the
+  inputs per step, the states (T + 1 entries, the initial ones first) and one
+  per stored name; ``step(t, inputs, (h, c, hh, hc))`` -> ({name: tensor to
+  store}, new states).  -> (final states, saved, inputs)."""
   steps = tf.shape(xm)[0]
-  units, nh = cl.units, cl.nh
   ta = lambda dt, n=steps: tf.TensorArray(dt, size=n, clear_after_read=False)
   inputs = dict(xm=ta(xm.dtype).unstack(xm), xh=ta(xh.dtype).unstack(xh))
   saved = {name: ta(cl.ew, steps + 1).write(0, s)
-           for name, s in zip(("h", "c", "hh", "hc"), states)}
+           for name, s in zip(STATES, states)}
+  saved.update({name: ta(cl.ew) for name in names})
+
+  def body(t, h, c, hh, hc, saved):
+    out, new_states = step(t, inputs, (h, c, hh, hc))
+    new = {k: saved[k].write(t, v) for k, v in out.items()}
+    new.update({k: saved[k].write(t + 1, v)
+                for k, v in zip(STATES, new_states)})
+    return (t + 1,) + tuple(new_states) + (new,)
+
+  result = tf.while_loop(lambda t, *_: t < steps, body,
+                         (tf.constant(0),) + tuple(states) + (saved,),
+                         maximum_iterations=steps)
+  return list(result[1:5]), result[5], inputs
+
+
+def _forward(cl, xm, xh, states, base_seed, keep_prob):
+  """The forward loop -> (final states, {name: TensorArray} for the backward,
+  inputs)."""
+  units, nh = cl.units, cl.nh
   names = ["hm", "ax", "ah", "e3", "g_hat", "g_rs", "d_act", "si", "g", "sf",
            "so", "c_hat", "c_rs", "ct", "h_hat", "h_rs", "h_d_act", "hsi",
            "htj", "hsf", "hso", "hc_hat", "hc_rs", "hct"]
   names += [] if base_seed is None else ["mask"]
-  saved.update({name: ta(cl.ew) for name in names})
 
-  def body(t, h, c, hh, hc, saved):
+  def step(t, inputs, states):
+    h, c, hh, hc = states
     out = {}
     hm, hwh = tf.split(cl.matmul(h, cl.w_rec), [4 * units, 4 * nh], 1)
     hp = tf.add_n([cl.to_ew(inputs["xh"].read(t)), hwh,
@@ -211,15 +235,9 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     out["c_hat"], out["c_rs"] = _norm(c)
     out["ct"] = tf.tanh(out["c_hat"] * cl.ln_cg + cl.ln_cb)
     h = out["ct"] * so
-    new = {k: saved[k].write(t, v) for k, v in out.items()}
-    new.update({k: saved[k].write(t + 1, v) for k, v in
-                zip(("h", "c", "hh", "hc"), (h, c, hh, hc))})
-    return t + 1, h, c, hh, hc, new
+    return out, (h, c, hh, hc)
 
-  result = tf.while_loop(lambda t, *_: t < steps, body,
-                         (tf.constant(0),) + tuple(states) + (saved,),
-                         maximum_iterations=steps)
-  return list(result[1:5]), result[5], inputs
+  return forward_loop(cl, xm, xh, states, names, step)
 
 
 def _backward(cl, saved, inputs, d_out, d_final):
