@@ -13,8 +13,9 @@ that ship with the TensorFlow wheel (``tf.sysconfig``), into
 the temp directory), named by a hash of the source, TensorFlow's version and
 flags and the CPU, so a stale build is never loaded.  Without a compiler, on
 a failed build, on a GPU, under XLA (jit_compile), for other dtypes, or with
-``RPCL_FUSED_GATES=0`` the recurrence uses its TensorFlow-op path (model/hyper_recurrence.py), the
-same math; tests/test_fused_gates.py checks the two agree.
+``RPCL_FUSED_GATES=0`` the recurrence uses its TensorFlow-op path
+(model/hyper_recurrence.py), the same math; tests/test_fused_gates.py checks
+the two agree.
 """
 import contextlib
 import hashlib
@@ -145,20 +146,24 @@ def usable(dtype):
   return kernels() is not None
 
 
+def _mask(mask):
+  """The kernels take no dropout as an empty mask."""
+  return tf.zeros([0], tf.float32) if mask is None else mask
+
+
 def forward(ab, xm, hw, c_prev, mask, bias, gain, offset, c_gain, c_offset,
             epsilon):
   """-> (h, c, saved (B, 10H + 5)); ``mask`` (B, H) or None."""
-  mask = tf.zeros([0], tf.float32) if mask is None else mask
-  return kernels().rpcl_gates_forward(ab, xm, hw, c_prev, mask, bias, gain,
-                                      offset, c_gain, c_offset, epsilon=epsilon)
+  return kernels().rpcl_gates_forward(ab, xm, hw, c_prev, _mask(mask), bias,
+                                      gain, offset, c_gain, c_offset,
+                                      epsilon=epsilon)
 
 
 def backward(ab, xm, hw, c_prev, mask, saved, dh, d_out, dc, gain, c_gain):
   """-> (d_ab (12, B, H), d_hwm (B, 4H), d_xm (B, 4H), dc_prev (B, H),
   pgrad (B, 14H))."""
-  mask = tf.zeros([0], tf.float32) if mask is None else mask
-  return kernels().rpcl_gates_backward(ab, xm, hw, c_prev, mask, saved, dh,
-                                       d_out, dc, gain, c_gain)
+  return kernels().rpcl_gates_backward(ab, xm, hw, c_prev, _mask(mask), saved,
+                                       dh, d_out, dc, gain, c_gain)
 
 
 def ln_cell_forward(xh, hw, hw_offset, hhw, c_prev, gain, offset, c_gain,

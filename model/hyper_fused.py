@@ -19,16 +19,16 @@ import tensorflow as tf
 
 from model import fused_gates
 from model.cells import LN_EPSILON
-from model.hyper_recurrence import Path, _colsum, dropout_mask, forward_loop
+from model.hyper_recurrence import (Path, _colsum, backward_loop, dropout_mask,
+                                    forward_loop)
 
 
 def _forward(cl, xm, xh, states, base_seed, keep_prob):
   """The forward loop -> (final states, {name: TensorArray}, inputs)."""
-  units, emb = cl.units, cl.emb
+  units = cl.units
   names = ["hw", "ab", "e3", "main", "hyper"]
   names += [] if base_seed is None else ["mask"]
-  w_e2, b_e, w_ab, b_ab = cl.embed
-  bias = tf.reshape(b_ab[8 * units:], [4, units])
+  bias = tf.reshape(cl.embed[3][8 * units:], [4, units])
 
   def step(t, inputs, states):
     h, c, hh, hc = states
@@ -37,9 +37,8 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     hh, hc, out["hyper"] = fused_gates.ln_cell_forward(
         inputs["xh"].read(t), hw, 4 * units, cl.matmul(hh, cl.w_hh), hc,
         cl.h_ln_g, cl.h_ln_b, cl.h_ln_cg, cl.h_ln_cb, LN_EPSILON)
-    out["e3"] = tf.transpose(tf.reshape(cl.matmul(hh, w_e2) + b_e,
-                                        [-1, 12, emb]), (1, 0, 2))
-    out["ab"] = cl.matmul(out["e3"], w_ab)                    # (12, B, H)
+    out["e3"] = cl.embeddings(hh)                             # (12, B, E)
+    out["ab"] = cl.matmul(out["e3"], cl.embed[2])             # (12, B, H)
     mask = None
     if base_seed is not None:
       mask = out["mask"] = dropout_mask(cl, base_seed, t, keep_prob,
@@ -54,44 +53,33 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
 
 def _backward(cl, saved, inputs, d_out, d_final):
   """The backward loop -> ({name: stacked per-step factor}, d_states,
-  d_w_ab, the column sums of the kernel's (B, 14H) gradient factors)."""
-  steps = tf.shape(d_out)[0]
-  units, emb = cl.units, cl.emb
-  d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
-  cl.transposed()
-  w_e2_t, w_ab_t = cl.embed_t
-  names = ["d_hw", "d_xm", "d_e"]
-  grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
-  d_w_ab = tf.zeros(tf.shape(cl.embed[2]), cl.ew)
-  p_sum = tf.zeros([1, 14 * cl.units + 10 * cl.nh], cl.ew)
+  d_w_ab, the column sums of the kernels' (B, 14H + 10Nh) gradient factors)."""
   ones = tf.ones([1, tf.shape(d_out)[1]], cl.ew)
   has_mask = "mask" in saved
 
-  def body(t, dh, dc, dhh, dhc, d_w_ab, p_sum, grads):
+  def step(t, d_out_t, carry, accs):
+    dh, dc, dhh, dhc = carry
+    d_w_ab, p_sum = accs
     s = {k: saved[k].read(t) for k in ("hw", "ab", "e3", "main", "hyper")}
     mask = saved["mask"].read(t) if has_mask else None
     out = {}
     d_ab, d_hwm, out["d_xm"], dc, pgrad = fused_gates.backward(
         s["ab"], inputs["xm"].read(t), s["hw"], saved["c"].read(t), mask,
-        s["main"], dh, d_outs.read(t), dc, cl.ln_g, cl.ln_cg)
-    d_w_ab = d_w_ab + cl.matmul(s["e3"], d_ab, adjoint_a=True)
-    out["d_e"] = tf.reshape(tf.transpose(cl.matmul(d_ab, w_ab_t), (1, 0, 2)),
-                            [-1, 12 * emb])
+        s["main"], dh, d_out_t, dc, cl.ln_g, cl.ln_cg)
+    d_hh, out["d_e"], d_w_ab = cl.embed_backward_gm(d_ab, s["e3"], d_w_ab)
     d_hp, dhc, h_pgrad = fused_gates.ln_cell_backward(
-        s["hyper"], dhh, cl.matmul(out["d_e"], w_e2_t), dhc,
-        saved["hc"].read(t), cl.h_ln_g, cl.h_ln_cg)
+        s["hyper"], dhh, d_hh, dhc, saved["hc"].read(t), cl.h_ln_g, cl.h_ln_cg)
     p_sum = p_sum + tf.matmul(ones, tf.concat([pgrad, h_pgrad], 1))
     out["d_hw"] = tf.concat([d_hwm, d_hp], 1)
-    dh = cl.matmul(out["d_hw"], cl.w_rec_t)
-    dhh = cl.matmul(d_hp, cl.w_hh_t)
-    grads = {k: grads[k].write(t, v) for k, v in out.items()}
-    return t - 1, dh, dc, dhh, dhc, d_w_ab, p_sum, grads
+    carry = (cl.matmul(out["d_hw"], cl.w_rec_t), dc,
+             cl.matmul(d_hp, cl.w_hh_t), dhc)
+    return out, carry, (d_w_ab, p_sum)
 
-  init = (steps - 1,) + tuple(d_final) + (d_w_ab, p_sum, grads)
-  result = tf.while_loop(lambda t, *_: t >= 0, body, init,
-                         maximum_iterations=steps)
-  stacked = {k: v.stack() for k, v in result[7].items()}
-  return stacked, list(result[1:5]), result[5], result[6]
+  accs = [tf.zeros(tf.shape(cl.embed[2]), cl.ew),
+          tf.zeros([1, 14 * cl.units + 10 * cl.nh], cl.ew)]
+  stacked, d_states, (d_w_ab, p_sum) = backward_loop(
+      cl, d_out, d_final, ["d_hw", "d_xm", "d_e"], accs, step)
+  return stacked, d_states, d_w_ab, p_sum
 
 
 def _gradients(cl, saved, inputs, d_outputs, d_finals):

@@ -111,11 +111,16 @@ class _Cell:
     return self.to_ew(tf.matmul(self.to_mm(a), self.to_mm(b), **kwargs))
 
   # --- embeddings: hyper h (B, Nh) -> (B, 12H) -------------------------------
+  def embeddings(self, hh):
+    """The 12 embeddings of hyper h (B, Nh), gate-major: (12, B, E)."""
+    w_e2, b_e = self.embed[:2]
+    return tf.transpose(tf.reshape(self.matmul(hh, w_e2) + b_e,
+                                   [-1, 12, self.emb]), (1, 0, 2))
+
   def embed_forward(self, hh):
     """-> (factors (B, 12H), e (12, B, E))."""
-    w_e2, b_e, w_ab, b_ab = self.embed
-    e3 = tf.transpose(tf.reshape(self.matmul(hh, w_e2) + b_e,
-                                 [-1, 12, self.emb]), (1, 0, 2))
+    w_ab, b_ab = self.embed[2:]
+    e3 = self.embeddings(hh)
     ab = tf.transpose(self.matmul(e3, w_ab), (1, 0, 2))
     return tf.reshape(ab, [-1, 12 * self.units]) + b_ab, e3
 
@@ -128,8 +133,12 @@ class _Cell:
 
   def embed_backward(self, d_ab, e3, d_w_ab):
     """-> (dL/d hyper_h, dL/de (B, 12E), updated d_w_ab)."""
-    w_e2_t, w_ab_t = self.embed_t
     d_ab3 = tf.transpose(tf.reshape(d_ab, [-1, 12, self.units]), (1, 0, 2))
+    return self.embed_backward_gm(d_ab3, e3, d_w_ab)
+
+  def embed_backward_gm(self, d_ab3, e3, d_w_ab):
+    """``embed_backward`` from the factors' gradient gate-major (12, B, H)."""
+    w_e2_t, w_ab_t = self.embed_t
     d_e = tf.reshape(tf.transpose(self.matmul(d_ab3, w_ab_t), (1, 0, 2)),
                      [-1, 12 * self.emb])
     d_w_ab = d_w_ab + self.matmul(e3, d_ab3, adjoint_a=True)
@@ -240,18 +249,38 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
   return forward_loop(cl, xm, xh, states, names, step)
 
 
+def backward_loop(cl, d_out, d_final, names, accs, step):
+  """The backward ``tf.while_loop`` both paths share, from the last step to
+  the first: ``step(t, d_out_t, (dh, dc, dhh, dhc), accs)`` -> ({name:
+  per-step factor}, the state gradients carried to step t - 1, accs).
+  -> ({name: stacked factors}, d_states, accs)."""
+  steps = tf.shape(d_out)[0]
+  d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
+  cl.transposed()
+  grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
+  n = len(accs)
+
+  def body(t, *args):
+    out, carry, acc = step(t, d_outs.read(t), args[:4], args[4:4 + n])
+    grads = {k: args[-1][k].write(t, v) for k, v in out.items()}
+    return (t - 1,) + tuple(carry) + tuple(acc) + (grads,)
+
+  init = (steps - 1,) + tuple(d_final) + tuple(accs) + (grads,)
+  result = tf.while_loop(lambda t, *_: t >= 0, body, init,
+                         maximum_iterations=steps)
+  stacked = {k: v.stack() for k, v in result[-1].items()}
+  return stacked, list(result[1:5]), list(result[5:5 + n])
+
+
 def _backward(cl, saved, inputs, d_out, d_final):
   """The backward loop -> ({name: stacked per-step gradient}, d_states,
   d_w_ab)."""
-  steps = tf.shape(d_out)[0]
-  units, nh = cl.units, cl.nh
-  d_outs = tf.TensorArray(cl.ew, size=steps).unstack(d_out)
-  cl.transposed()
+  units = cl.units
   names = ["d_pre", "d_hw", "d_u", "d_cy", "d_hu", "d_hcy", "d_e"]
-  grads = {name: tf.TensorArray(cl.ew, size=steps) for name in names}
-  d_w_ab = tf.zeros(tf.shape(cl.embed[2]), cl.ew)
 
-  def body(t, dh, dc, dhh, dhc, d_w_ab, grads):
+  def step(t, d_out_t, carry, accs):
+    dh, dc, dhh, dhc = carry
+    (d_w_ab,) = accs
     s = {k: v.read(t) for k, v in saved.items()
          if k not in ("h", "c", "hc", "hh", "ax")}
     c_prev, hc_prev = saved["c"].read(t), saved["hc"].read(t)
@@ -259,7 +288,7 @@ def _backward(cl, saved, inputs, d_out, d_final):
     mask = s.get("mask")
     out = {}
     # --- main layer-norm LSTM ------------------------------------------------
-    dh = dh + d_outs.read(t)
+    dh = dh + d_out_t
     out["d_cy"] = dh * so * (1.0 - tf.square(s["ct"]))
     dc = dc + _norm_grad(out["d_cy"] * cl.ln_cg, s["c_hat"], s["c_rs"])
     d_sj = 2.0 * dc * si if mask is None else 2.0 * dc * si * mask
@@ -275,16 +304,14 @@ def _backward(cl, saved, inputs, d_out, d_final):
     d_hp, dhc = hyper_cell_backward(cl, s, dhh + d_hh, dhc, hc_prev, out)
     # --- the recurrent matmuls ------------------------------------------------
     out["d_hw"] = tf.concat([d_pre * s["ah"], d_hp], 1)
-    dh = cl.matmul(out["d_hw"], cl.w_rec_t)
-    dhh = cl.matmul(d_hp, cl.w_hh_t)
-    grads = {k: grads[k].write(t, v) for k, v in out.items()}
-    return t - 1, dh, dc * sf, dhh, dhc * s["hsf"], d_w_ab, grads
+    carry = (cl.matmul(out["d_hw"], cl.w_rec_t), dc * sf,
+             cl.matmul(d_hp, cl.w_hh_t), dhc * s["hsf"])
+    return out, carry, (d_w_ab,)
 
-  init = (steps - 1,) + tuple(d_final) + (d_w_ab, grads)
-  result = tf.while_loop(lambda t, *_: t >= 0, body, init,
-                         maximum_iterations=steps)
-  stacked = {k: v.stack() for k, v in result[6].items()}
-  return stacked, list(result[1:5]), result[5]
+  stacked, d_states, (d_w_ab,) = backward_loop(
+      cl, d_out, d_final, names, [tf.zeros(tf.shape(cl.embed[2]), cl.ew)],
+      step)
+  return stacked, d_states, d_w_ab
 
 
 def _colsum(x, shape):

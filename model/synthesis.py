@@ -106,20 +106,18 @@ def check_test_indices(indices, size, flag):
                       f"{size} sketches (0..{size - 1})")
 
 
-def _codes_from_all_units(h, n, seed):
-  """n codes from every live level-l unit, each unit's exactly the codes
-  ``--level_l`` gives it; grid rows by unit and component."""
+def _codes_from_units(h, units, n, seed):
+  """n codes from each level-l unit of ``units`` (each unit's codes those
+  ``--level_l`` gives it, whatever the other units); grid rows by unit and
+  component."""
   from model import sampler
-  zs, rows, start = [], [], 0
-  for l in sampler.live_units(h):
+  zs, rows = [], []
+  for i, l in enumerate(units):
     z, ks = sampler.codes_from_level_l(h, l, n, seed)
-    rows += [(f"l #{l} > k #{k}", (start + np.flatnonzero(ks == k)).tolist())
+    rows += [(f"l #{l} > k #{k}", (i * n + np.flatnonzero(ks == k)).tolist())
              for k in np.unique(ks)]
     zs.append(z)
-    start += n
-  if not zs:
-    raise UserError("--all_level_l: the model has no live level-l unit")
-  m = start
+  m = n * len(units)
   return dict(z=np.concatenate(zs), category=np.full(m, -1, np.int32),
               ref_index=np.full(m, -1, np.int32), mode="level_l", rows=rows)
 
@@ -140,12 +138,12 @@ def build_codes(model, hps, model_dir, data_dir, a):
   if a["level_l"] is not None:
     sampler.check_index(a["level_l"], sampler.live_units(h), L,
                         "--level_l", "level-l units")
-    z, ks = sampler.codes_from_level_l(h, a["level_l"], n, seed)
-    rows = [(f"l #{a['level_l']} > k #{k}", np.flatnonzero(ks == k).tolist())
-            for k in np.unique(ks)]
-    return dict(z=z, category=none(n), ref_index=none(n), mode="level_l", rows=rows)
+    return _codes_from_units(h, [a["level_l"]], n, seed)
   if a["all_level_l"]:
-    return _codes_from_all_units(h, n, seed)
+    live = sampler.live_units(h)
+    if not live:
+      raise UserError("--all_level_l: the model has no live level-l unit")
+    return _codes_from_units(h, live, n, seed)
   needs_data = a["analogy"] or a["interpolate"] or a["conditional"]
   if not needs_data:
     z = sampler.normal_codes(n * C, hps.z_size, seed)
