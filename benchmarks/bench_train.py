@@ -9,8 +9,11 @@ In ONE process (so that machine load hits all of them alike), per size:
   lstm    keras.layers.LSTM(H) train step (fwd + bwd + Adam), input 5 + D, T steps
   dec     our StrokeDecoder + MDN loss train step (fwd + bwd + Adam)
   rec     the recurrence alone (recurrence.run_cell, fwd + bwd, no optimiser)
-  rec_ops the same with the main cell's step in TensorFlow ops instead of the
-          fused C++ kernels (model/fused_gates.py); dec_ops, full_ops alike
+  rec_ops the same with the cells' steps in TensorFlow ops instead of the
+          C++ kernels (model/native_ops.py); dec_ops, enc_ops, full_ops alike
+  enc     the encoder alone, fwd + bwd (its instance norms by model/fused_norm.py)
+  full_in_ops the full step with the HyperLSTM kernels but the instance norms
+          as Keras layers (what the norm kernel gains)
   rec_old the same by autodiff of the plain loop (tests/reference_paths.py)
   full    RPCLPix2SeqH.compiled_train_step, exactly as train.py runs it, on a
           stroke step (warm-up over: the steady state)
@@ -58,7 +61,8 @@ if __name__ == "__main__":
                        "(hps.jit_compile; also the decoder-alone step)")
   flags.DEFINE_list("parts", [], "subset of " + ",".join(
       ("sgemm", "rows", "lstm", "dec", "dec_ops", "rec", "rec_ops", "rec_old",
-       "full", "full_ops", "full_old", "hier")))
+       "enc", "enc_ops", "full", "full_ops", "full_in_ops", "full_old",
+       "hier")))
 
 import tensorflow as tf  # noqa: E402
 
@@ -67,7 +71,8 @@ from benchmarks.flops import (conv_fwd_flops, decoder_fwd_flops,  # noqa: E402
                               recurrence_fwd_flops)
 
 ALL_PARTS = ("sgemm", "rows", "lstm", "dec", "dec_ops", "rec", "rec_ops",
-             "rec_old", "full", "full_ops", "full_old", "hier")
+             "rec_old", "enc", "enc_ops", "full", "full_ops", "full_in_ops",
+             "full_old", "hier")
 SIZES = {
     "small": ("small", "max_seq_len=130"),
     "paper": ("paper", "max_seq_len=130,num_mixture=16,num_sub=1"),
@@ -229,6 +234,19 @@ def old_train_step(model, batch, paths=None):
   return traced_in(paths or old_paths, (fn, (batch,)))
 
 
+def encoder_step(hps, model, batch):
+  """The encoder alone, fwd + bwd (gradients w.r.t. its weights)."""
+  enc = model.encoder
+
+  @tf.function
+  def step(images):
+    with tf.GradientTape() as tape:
+      mean, var = enc(images, training=True)
+      loss = tf.reduce_sum(mean * 1e-3) + tf.reduce_sum(var * 1e-3)
+    return tape.gradient(loss, enc.trainable_variables)
+  return step, (batch[2],)
+
+
 def hierarchy_losses_step(hps, model, batch):
   """Hierarchy update + gaussian / ij / MDN / image losses and their backward
   w.r.t. the networks' outputs: everything of the step but the networks."""
@@ -277,7 +295,8 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
 
   flops = dict(lstm=lstm_flops, rec=rec_flops, rec_old=rec_flops,
                rec_ops=rec_flops, dec=dec_flops, dec_ops=dec_flops,
-               full=full_flops, full_old=full_flops, full_ops=full_flops)
+               enc=3 * enc_flops, enc_ops=3 * enc_flops, full=full_flops,
+               full_old=full_flops, full_ops=full_flops, full_in_ops=full_flops)
   if "rows" in parts:
     res["rows_gflops"] = time_rows(hps, reps) / 1e9
     log(f"  [{size}] rows   {res['rows_gflops']:7.1f} GFLOP/s at (B,H)@(H,F) "
@@ -290,7 +309,7 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
     flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
-  from model import fused_gates
+  from model import native_ops
   from model.checkpoint import build_model
   from model.rpcl_model import random_batch
   model = build_model(hps)
@@ -300,20 +319,28 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   if "rec_old" in parts:
     steps["rec_old"] = recurrence_step(hps, model, old=True)
   if "rec_ops" in parts:
-    steps["rec_ops"] = traced_in(fused_gates.disabled,
+    steps["rec_ops"] = traced_in(native_ops.disabled,
                                  recurrence_step(hps, model))
   if "dec" in parts:
     steps["dec"] = decoder_step(hps, model, batch)
   if "dec_ops" in parts:
-    steps["dec_ops"] = traced_in(fused_gates.disabled,
+    steps["dec_ops"] = traced_in(native_ops.disabled,
                                  decoder_step(hps, model, batch))
+  if "enc" in parts:
+    steps["enc"] = encoder_step(hps, model, batch)
+  if "enc_ops" in parts:
+    steps["enc_ops"] = traced_in(native_ops.disabled,
+                                 encoder_step(hps, model, batch))
   if "full" in parts:
     train_fn = model.compiled_train_step()
     steps["full"] = (train_fn, (batch,))
   if "full_old" in parts:
     steps["full_old"] = old_train_step(model, batch)
   if "full_ops" in parts:
-    steps["full_ops"] = old_train_step(model, batch, fused_gates.disabled)
+    steps["full_ops"] = old_train_step(model, batch, native_ops.disabled)
+  if "full_in_ops" in parts:
+    steps["full_in_ops"] = old_train_step(
+        model, batch, lambda: native_ops.disabled(native_ops.NORM))
   if "hier" in parts:
     steps["hier"] = hierarchy_losses_step(hps, model, batch)
   for name, seconds in interleaved(steps, reps, log=log).items():
@@ -332,9 +359,11 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   for name in ("rec", "full"):
     if name in parts and name + "_old" in parts:
       res[name + "_speedup"] = res[name + "_old_s"] / res[name + "_s"]
-  for name in ("rec", "dec", "full"):
+  for name in ("rec", "dec", "enc", "full"):
     if name in parts and name + "_ops" in parts:
       res[name + "_fused_speedup"] = res[name + "_ops_s"] / res[name + "_s"]
+  if "full" in parts and "full_in_ops" in parts:
+    res["full_norm_speedup"] = res["full_in_ops_s"] / res["full_s"]
   return res
 
 
@@ -359,7 +388,8 @@ def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
       res[f"{size}_{key}"] = value
     if "sgemm" in parts:   # ratios to the sgemm rate measured alongside
       for name in ("lstm", "dec", "dec_ops", "rec", "rec_ops", "rec_old",
-                   "full", "full_ops", "full_old", "rows"):
+                   "enc", "enc_ops", "full", "full_ops", "full_in_ops",
+                   "full_old", "rows"):
         if f"{size}_{name}_gflops" in res:
           res[f"{size}_{name}_vs_sgemm"] = \
               res[f"{size}_{name}_gflops"] / res[f"{size}_sgemm_gflops"]
@@ -386,8 +416,11 @@ def report(res):
                        ("rec_old", "  the same, old (autodiff) path"),
                        ("dec", "our stroke decoder train step"),
                        ("dec_ops", "  the same, TF ops, no C++ kernel"),
+                       ("enc", "our encoder alone (fwd+bwd)"),
+                       ("enc_ops", "  the same, TF ops, no C++ kernel"),
                        ("full", "our full train step"),
                        ("full_ops", "  the same, TF ops, no C++ kernel"),
+                       ("full_in_ops", "  the same, instance norms as TF ops"),
                        ("full_old", "  the same, old paths")):
       if f"{size}_{name}_gflops" in res:
         ms = g(name + "_s") * 1e3 if f"{size}_{name}_s" in res else float("nan")
@@ -399,10 +432,13 @@ def report(res):
     for name in ("rec", "full"):
       if f"{size}_{name}_speedup" in res:
         lines.append(f"    {name}: old / new time {g(name + '_speedup'):.2f}x")
-    for name in ("rec", "dec", "full"):
+    for name in ("rec", "dec", "enc", "full"):
       if f"{size}_{name}_fused_speedup" in res:
         lines.append(f"    {name}: TF ops / C++ kernel time "
                      f"{g(name + '_fused_speedup'):.2f}x")
+    if f"{size}_full_norm_speedup" in res:
+      lines.append(f"    full: instance norms as TF ops / C++ kernel time "
+                   f"{g('full_norm_speedup'):.2f}x")
     if f"{size}_hier_share" in res:
       lines.append(f"    hierarchy update + losses: {g('hier_s') * 1e3:.1f} ms = "
                    f"{100 * g('hier_share'):.2f}% of the full step")

@@ -129,8 +129,11 @@ def rows(results):
                          ("rec_old", "the recurrence, old path (autodiff)"),
                          ("dec", "our stroke decoder train step"),
                          ("dec_ops", "the decoder step, TF ops (no C++ kernels)"),
+                         ("enc", "our encoder fwd+bwd"),
+                         ("enc_ops", "the encoder, TF ops (no C++ kernels)"),
                          ("full", "our full train step"),
                          ("full_ops", "the full step, TF ops (no C++ kernels)"),
+                         ("full_in_ops", "the full step, instance norms as TF ops"),
                          ("full_old", "the full train step, old paths")):
         if g(part + "_gflops") is not None:
           note = f"{g(part + '_s') * 1e3:.0f} ms/call"
@@ -141,11 +144,15 @@ def rows(results):
         if g(part + "_speedup") is not None:
           add("train", f"{tag}: {part}: old / new time",
               _f(g(part + "_speedup"), "{:.2f}x"), "same math, one process")
-      for part in ("rec", "dec", "full"):
+      for part in ("rec", "dec", "enc", "full"):
         if g(part + "_fused_speedup") is not None:
           add("train", f"{tag}: {part}: TF ops / C++ kernels time",
               _f(g(part + "_fused_speedup"), "{:.2f}x"),
-              "model/fused_gates.py, same math, one process")
+              "model/native_ops.py, same math, one process")
+      if g("full_norm_speedup") is not None:
+        add("train", f"{tag}: full: instance norms as TF ops / C++ kernel time",
+            _f(g("full_norm_speedup"), "{:.2f}x"),
+            "model/fused_norm.py, same math, one process")
       if g("dec_vs_lstm") is not None:
         add("train", f"{tag}: decoder / keras LSTM FLOP/s",
             _f(g("dec_vs_lstm"), "{:.2f}"), "target >= 0.8")

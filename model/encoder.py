@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from model.fused_norm import norm_sum
+
 VAR_EPSILON = 1e-10
 
 
@@ -92,11 +94,9 @@ class DilatedBlock(keras.layers.Layer):
     self.down_norm = InstanceNorm(name="in_down")
 
   def call(self, x):
-    summed = None
-    for conv_layer, norm in self.branches:
-      branch = norm(apply_conv(conv_layer, x))
-      summed = branch if summed is None else summed + branch
-    return ops.relu(self.down_norm(self.down(ops.relu(summed))))
+    summed = norm_sum([apply_conv(conv_layer, x) for conv_layer, _ in self.branches],
+                      [norm for _, norm in self.branches])
+    return norm_sum([self.down(summed)], [self.down_norm])
 
 
 def reparameterize(mean, var, eps):
@@ -124,6 +124,6 @@ class Encoder(keras.layers.Layer):
     for block in self.blocks:
       x = block(x)
     for conv_layer, norm in self.convs:
-      x = ops.relu(norm(conv_layer(x)))
+      x = norm_sum([conv_layer(x)], [norm])
     x = self.flatten(x)
     return self.mean_head(x), ops.softplus(self.var_head(x)) + VAR_EPSILON

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from model.encoder import InstanceNorm, filter_height_normal, he_normal_fan_in
+from model.fused_norm import norm_sum
 
 
 class ImageDecoder(keras.layers.Layer):
@@ -31,7 +32,7 @@ class ImageDecoder(keras.layers.Layer):
   def call(self, z, training=False):
     x = ops.relu(self.dense(z))
     x = ops.reshape(x, (-1, self.side, self.side, 256))
+    last = len(self.deconvs) - 1
     for k, (deconv, norm) in enumerate(self.deconvs):
-      x = norm(deconv(x))
-      x = ops.tanh(x) if k == len(self.deconvs) - 1 else ops.relu(x)
-    return x
+      x = norm_sum([deconv(x)], [norm], relu=k < last)
+    return ops.tanh(x)

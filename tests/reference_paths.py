@@ -10,7 +10,8 @@ these.  ``old_paths()`` switches the model code to all of them:
   (model/hyper_recurrence.py); the equivalence tests and
   benchmarks/bench_train.py compare against it.
 * the encoder's dilated convolutions called as their Keras layers
-  (space-to-batch + conv + batch-to-space);
+  (space-to-batch + conv + batch-to-space), and its instance norms as Keras
+  layers (no C++ kernel);
 * a training step that back-propagates through both decoders (the loss's
   ``tf.where`` zeroes the unused one's gradient) instead of one.
 """
@@ -54,12 +55,13 @@ def plain_run_cell(cell, xw, states, training=False, base_seed=None):
 @contextlib.contextmanager
 def old_paths(encoder_convs=True):
   """Within the block, model code takes the old paths (trace the compiled
-  functions inside it); ``encoder_convs=False`` keeps the fast encoder.
+  functions inside it); ``encoder_convs=False`` keeps the fast encoder
+  (convolutions and instance-norm kernel).
 
   (The image loss is an L1 norm: its gradient flips sign with last-bit
   changes of the encoder's output, so the full-step comparison on an image
   step keeps the encoder; the encoder alone is compared with a smooth loss.)"""
-  from model import encoder, recurrence, rpcl_model
+  from model import encoder, native_ops, recurrence, rpcl_model
   model_cls = rpcl_model.RPCLPix2SeqH
   saved = (recurrence.run_hyper, encoder.apply_conv,
            model_cls._train_decode_losses)
@@ -74,11 +76,14 @@ def old_paths(encoder_convs=True):
     return self._decode_losses(strokes5, images, z, True, gbs)
 
   recurrence.run_hyper = run_hyper
+  norms = contextlib.nullcontext()
   if encoder_convs:
     encoder.apply_conv = lambda layer, x: layer(x)
+    norms = native_ops.disabled(native_ops.NORM)
   model_cls._train_decode_losses = both_decoders
   try:
-    yield
+    with norms:
+      yield
   finally:
     (recurrence.run_hyper, encoder.apply_conv,
      model_cls._train_decode_losses) = saved

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import cells, fused_gates, recurrence
+from model import cells, fused_gates, native_ops, recurrence
 from model.hyper_fused import FUSED
 from model.hyper_recurrence import TF_OPS, run_hyper
 
@@ -14,7 +14,7 @@ EPS = 1e-3
 
 pytestmark = pytest.mark.skipif(
     fused_gates.kernels() is None,
-    reason=f"fused kernels not built: {fused_gates._state['error']}")
+    reason=f"fused kernels not built: {native_ops.unavailable_reason()}")
 
 
 def np_norm(x):

@@ -1,0 +1,153 @@
+"""The project's C++ kernels (model/kernels/*.cc): build on first use, load, and
+the rule for when a traced function may use them.
+
+All sources are compiled together, with the C++ compiler and the headers that
+ship with the TensorFlow wheel (``tf.sysconfig``), into one library in
+``model/kernels/build/`` (or, if that is not writable, a per-user folder in
+the temp directory), named by a hash of the sources, TensorFlow's version and
+flags and the CPU, so a stale build is never loaded.  Each kernel family
+(``GATES``: the HyperLSTM step, model/fused_gates.py; ``NORM``: the encoder's
+instance norms, model/fused_norm.py) can be switched off for A/B runs.  Without
+a compiler, on a failed build, on a GPU, under XLA (jit_compile), for other
+dtypes than float32, or with ``RPCL_CPU_KERNELS=0`` the callers run the same
+math as TensorFlow ops.
+"""
+import contextlib
+import glob
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+
+import tensorflow as tf
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.cc")))
+GATES, NORM = "gates", "norm"
+_state = {"module": None, "tried": False, "error": None}
+_enabled = {GATES: True, NORM: True}
+_CXXFLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG", "-w"]
+
+
+def _cpu_id():
+  """The CPU flags line (-march=native code must not run on another CPU)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line for line in f if line.startswith("flags")), "")
+  except OSError:
+    return ""
+
+
+def _build_dirs():
+  yield os.path.join(_HERE, "kernels", "build")
+  yield os.path.join(tempfile.gettempdir(), f"rpcl-kernels-{os.getuid()}")
+
+
+def _compile(target):
+  """g++ into a temporary name beside ``target``, then an atomic rename."""
+  cxx = os.environ.get("CXX", "g++")
+  if shutil.which(cxx) is None:
+    raise RuntimeError(f"no C++ compiler ({cxx})")
+  tmp = f"{target}.tmp{os.getpid()}"
+  cmd = ([cxx, *_CXXFLAGS, *tf.sysconfig.get_compile_flags(), *SOURCES, "-o",
+          tmp]
+         + tf.sysconfig.get_link_flags())
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+      raise RuntimeError("compile failed: " + proc.stderr.strip()[-500:])
+    os.replace(tmp, target)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def library_path():
+  """Where the built kernels are (building them if absent)."""
+  digest = hashlib.sha256()
+  for source in SOURCES:
+    with open(source, "rb") as f:
+      digest.update(f.read())
+  digest.update(tf.__version__.encode() + " ".join(
+      _CXXFLAGS + tf.sysconfig.get_compile_flags()).encode()
+                + _cpu_id().encode())
+  name = f"rpcl_kernels-{digest.hexdigest()[:16]}.so"
+  errors = []
+  for folder in _build_dirs():
+    target = os.path.join(folder, name)
+    if os.path.exists(target):
+      return target
+    try:
+      os.makedirs(folder, exist_ok=True)
+      _compile(target)
+      return target
+    except (OSError, RuntimeError) as exc:
+      errors.append(str(exc))
+  raise RuntimeError("; ".join(errors))
+
+
+def kernels():
+  """The loaded op module, or None (then TensorFlow ops are used)."""
+  if not _state["tried"]:
+    _state["tried"] = True
+    if os.environ.get("RPCL_CPU_KERNELS", "1") == "0":
+      _state["error"] = "disabled by RPCL_CPU_KERNELS=0"
+    else:
+      try:
+        _state["module"] = tf.load_op_library(library_path())
+      except (RuntimeError, OSError, tf.errors.NotFoundError) as exc:
+        _state["error"] = str(exc)
+        logging.warning("C++ kernels unavailable (%s); using TensorFlow ops",
+                        exc)
+  return _state["module"]
+
+
+def unavailable_reason():
+  """Why ``kernels()`` is None (for test skips)."""
+  kernels()
+  return _state["error"]
+
+
+def set_enabled(family, on):
+  """Switch a kernel family on / off for functions traced from now on (the
+  benchmarks' and tests' A/B; already-traced functions keep their path)."""
+  _enabled[family] = bool(on)
+
+
+@contextlib.contextmanager
+def disabled(*families):
+  """Within the block, functions are traced without these kernel families
+  (all of them when none is named)."""
+  families = families or tuple(_enabled)
+  before = dict(_enabled)
+  for family in families:
+    set_enabled(family, False)
+  try:
+    yield
+  finally:
+    _enabled.update(before)
+
+
+def _tracing_for_xla():
+  """Whether the function being traced is XLA-compiled (jit_compile=True):
+  XLA cannot compile a custom op."""
+  try:
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import control_flow_util
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+  except (ImportError, AttributeError):
+    return False
+
+
+def usable(family, dtype):
+  """Whether code computing in ``dtype`` takes a kernel of ``family`` here:
+  switched on, float32, CPU, not under XLA, kernels built."""
+  if not _enabled[family] or tf.as_dtype(dtype) != tf.float32:
+    return False
+  if _tracing_for_xla():
+    return False
+  if tf.config.list_logical_devices("GPU"):
+    return False
+  return kernels() is not None

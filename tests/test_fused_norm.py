@@ -1,0 +1,145 @@
+"""The instance-norm kernels (model/fused_norm.py, model/kernels/instance_norm.cc)
+against a NumPy transcription of the equations and against Keras'
+GroupNormalization (values and every gradient), the path selection, and
+bit-determinism."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hparams import get_hparams
+from model import fused_norm, native_ops
+from model.encoder import Encoder, InstanceNorm
+
+pytestmark = pytest.mark.skipif(
+    native_ops.kernels() is None,
+    reason=f"C++ kernels not built: {native_ops.unavailable_reason()}")
+
+EPS = 1e-6
+
+
+def np_norm_sum(xs, gammas, betas, relu):
+  """relu(sum_k IN_k(x_k)) in float64, from the definition."""
+  total = 0.0
+  for x, g, b in zip(xs, gammas, betas):
+    x = x.astype(np.float64)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+    total = total + (x - mean) / np.sqrt(var + EPS) * g + b
+  return np.maximum(total, 0.0) if relu else total
+
+
+def make(n, shape, seed):
+  rng = np.random.default_rng(seed)
+  xs = [tf.constant((rng.normal(size=shape) * 1.5 + 0.7).astype(np.float32))
+        for _ in range(n)]
+  norms = []
+  for _ in range(n):
+    norm = InstanceNorm(epsilon=EPS)
+    norm.build(shape)
+    norm.gamma.assign(rng.normal(size=shape[-1]).astype(np.float32))
+    norm.beta.assign(rng.normal(size=shape[-1]).astype(np.float32))
+    norms.append(norm)
+  cot = tf.constant(rng.normal(size=shape).astype(np.float32))
+  return xs, norms, cot
+
+
+def value_and_grads(xs, norms, cot, relu, fused):
+  """y and d<y, cot>/d(xs, gammas, betas), by the kernel or by Keras."""
+  def run():
+    with tf.GradientTape() as tape:
+      tape.watch(xs)
+      y = fused_norm.norm_sum(xs, norms, relu)
+      loss = tf.reduce_sum(y * cot)
+    weights = [w for norm in norms for w in (norm.gamma, norm.beta)]
+    return y, tape.gradient(loss, list(xs) + weights)
+  if fused:
+    return run()
+  with native_ops.disabled(native_ops.NORM):
+    return run()
+
+
+CASES = [(3, True, (4, 6, 5, 8)), (1, True, (3, 4, 4, 16)),
+         (1, False, (2, 3, 5, 4)), (2, False, (5, 2, 2, 3))]
+
+
+@pytest.mark.parametrize("n,relu,shape", CASES)
+def test_forward_matches_numpy(n, relu, shape):
+  xs, norms, _ = make(n, shape, seed=n)
+  y, _ = value_and_grads(xs, norms, tf.zeros(shape), relu, fused=True)
+  want = np_norm_sum([x.numpy() for x in xs], [nm.gamma.numpy() for nm in norms],
+                     [nm.beta.numpy() for nm in norms], relu)
+  np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,relu,shape", CASES)
+def test_kernel_matches_keras_values_and_gradients(n, relu, shape):
+  xs, norms, cot = make(n, shape, seed=10 + n)
+  y1, g1 = value_and_grads(xs, norms, cot, relu, fused=True)
+  y0, g0 = value_and_grads(xs, norms, cot, relu, fused=False)
+  np.testing.assert_allclose(y1.numpy(), y0.numpy(), rtol=1e-5, atol=1e-5)
+  assert len(g1) == len(g0) == 3 * n
+  for a, b in zip(g1, g0):
+    scale = float(np.abs(b.numpy()).max())
+    assert scale > 0
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5 * scale)
+
+
+def test_bit_identical_repeats():
+  xs, norms, cot = make(3, (8, 12, 12, 32), seed=3)
+  first = value_and_grads(xs, norms, cot, True, fused=True)
+  again = value_and_grads(xs, norms, cot, True, fused=True)
+  for a, b in zip(tf.nest.flatten(first), tf.nest.flatten(again)):
+    assert np.array_equal(a.numpy(), b.numpy())
+
+
+def _op_types(fn, *args):
+  graph = tf.function(fn).get_concrete_function(*args).graph
+  return {op.type for op in graph.get_operations()}
+
+
+def test_path_selection():
+  xs, norms, _ = make(1, (2, 4, 4, 3), seed=4)
+  run = lambda x: fused_norm.norm_sum([x], norms)
+  assert "RpclInstanceNormForward" in _op_types(run, xs[0])
+  with native_ops.disabled(native_ops.NORM):
+    assert "RpclInstanceNormForward" not in _op_types(run, xs[0])
+  # XLA cannot compile a custom op: traced for jit_compile, Keras' layer runs.
+  graph = tf.function(run, jit_compile=True).get_concrete_function(xs[0]).graph
+  assert "RpclInstanceNormForward" not in {op.type for op in graph.get_operations()}
+  norms64 = [keras.layers.GroupNormalization(groups=-1, epsilon=EPS, dtype="float64")]
+  x64 = tf.cast(xs[0], tf.float64)
+  assert "RpclInstanceNormForward" not in _op_types(
+      lambda x: fused_norm.norm_sum([x], norms64), x64)
+
+
+def test_shape_errors_are_clear():
+  lib = native_ops.kernels()
+  x = tf.zeros((2, 3, 3, 4))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="differ in shape"):
+    lib.rpcl_instance_norm_forward([x, tf.zeros((2, 3, 3, 5))], tf.ones((2, 4)),
+                                   tf.zeros((2, 4)), epsilon=EPS, relu=True)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \(N, C\)"):
+    lib.rpcl_instance_norm_forward([x], tf.ones((1, 3)), tf.zeros((1, 3)),
+                                   epsilon=EPS, relu=True)
+
+
+def test_encoder_same_with_and_without_kernel():
+  hps = get_hparams("tiny")
+  tf.keras.utils.set_random_seed(0)
+  enc = Encoder(hps)
+  images = tf.random.stateless_uniform((4, hps.png_width, hps.png_width, 1),
+                                       seed=(1, 2), minval=-1.0, maxval=1.0)
+  enc(images)
+
+  def run():
+    with tf.GradientTape() as tape:
+      mean, var = enc(images)
+      loss = tf.reduce_sum(mean * tf.range(1.0, hps.z_size + 1)) + tf.reduce_sum(var)
+    return [mean, var] + tape.gradient(loss, enc.trainable_variables)
+  fused = run()
+  with native_ops.disabled(native_ops.NORM):
+    keras_path = run()
+  for a, b in zip(fused, keras_path):
+    scale = max(float(np.abs(b.numpy()).max()), 1e-30)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4 * scale)
