@@ -143,3 +143,17 @@ def test_encoder_same_with_and_without_kernel():
   for a, b in zip(fused, keras_path):
     scale = max(float(np.abs(b.numpy()).max()), 1e-30)
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4 * scale)
+
+
+def test_empty_batch_takes_gammas_channels():
+  # A replica's empty share of a short last batch; TF's eager CPU conv hands
+  # an empty batch back with its input's channel count (here 1, not 3).
+  xs, norms, _ = make(1, (2, 4, 4, 3), seed=5)
+  empty = tf.zeros((0, 4, 4, 1))
+  with tf.GradientTape() as tape:
+    tape.watch(empty)
+    y = fused_norm.norm_sum([empty], norms)
+  grads = tape.gradient(tf.reduce_sum(y), [empty, norms[0].gamma, norms[0].beta])
+  assert y.shape == (0, 4, 4, 3)   # as the broadcasting norm in a graph
+  assert grads[0].shape == (0, 4, 4, 1)
+  assert not np.any(grads[1].numpy()) and not np.any(grads[2].numpy())

@@ -60,6 +60,29 @@ absl::Status CheckInputs(const OpInputList& xs, const Tensor& gamma,
   return absl::OkStatus();
 }
 
+// An empty batch (a replica's share of a short last batch) gives empty
+// outputs.  TensorFlow's CPU convolution returns an empty batch with its
+// input's channel count, so the channels are not checked here: y takes
+// gamma's, as the broadcasting Keras layer's output does.
+bool EmptyBatch(OpKernelContext* ctx, const OpInputList& xs,
+                const Tensor& gamma) {
+  const Tensor& x0 = xs[0];
+  if (x0.dims() != 4 || x0.dim_size(0) != 0 || gamma.dims() != 2) return false;
+  const int64_t c = gamma.dim_size(1);
+  const TensorShape stats({xs.size(), 0, c});
+  const TensorShape shapes[3] = {
+      TensorShape({0, x0.dim_size(1), x0.dim_size(2), c}), stats, stats};
+  for (int k = 0; k < 3; ++k) {
+    Tensor* out;
+    const absl::Status st = ctx->allocate_output(k, shapes[k], &out);
+    if (!st.ok()) {
+      ctx->CtxFailure(__FILE__, __LINE__, st);
+      break;
+    }
+  }
+  return true;
+}
+
 void ParallelSamples(OpKernelContext* ctx, const Dims& d, int n_inputs,
                      const std::function<void(int64_t, int64_t)>& fn) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
@@ -78,6 +101,7 @@ class ForwardOp : public OpKernel {
     OpInputList xs;
     OP_REQUIRES_OK(ctx, ctx->input_list("x", &xs));
     const Tensor &gamma = ctx->input(xs.size()), &beta = ctx->input(xs.size() + 1);
+    if (EmptyBatch(ctx, xs, gamma)) return;
     Dims d;
     OP_REQUIRES_OK(ctx, CheckInputs(xs, gamma, &d));
     OP_REQUIRES(ctx, beta.shape() == gamma.shape(),
@@ -162,6 +186,18 @@ class BackwardOp : public OpKernel {
     const Tensor &gamma = ctx->input(n_in), &mean = ctx->input(n_in + 1),
                  &rstd = ctx->input(n_in + 2), &y = ctx->input(n_in + 3),
                  &dy = ctx->input(n_in + 4);
+    if (xs[0].dims() == 4 && xs[0].dim_size(0) == 0) {  // see EmptyBatch
+      OpOutputList dxs;
+      OP_REQUIRES_OK(ctx, ctx->output_list("dx", &dxs));
+      Tensor* t;
+      for (int k = 0; k < n_in; ++k)
+        OP_REQUIRES_OK(ctx, dxs.allocate(k, xs[k].shape(), &t));
+      for (int k = 0; k < 2; ++k) {
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(n_in + k, gamma.shape(), &t));
+        t->flat<float>().setZero();
+      }
+      return;
+    }
     Dims d;
     OP_REQUIRES_OK(ctx, CheckInputs(xs, gamma, &d));
     const TensorShape stats({n_in, d.batch, d.channels});
@@ -265,8 +301,10 @@ absl::Status ForwardShape(InferenceContext* c) {
   int n;
   TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
   auto x = c->input(0);
-  c->set_output(0, x);
-  auto stats = c->MakeShape({c->MakeDim(n), c->Dim(x, 0), c->Dim(x, 3)});
+  auto channels = c->Dim(c->input(n), 1);   // gamma's (see EmptyBatch)
+  c->set_output(0, c->MakeShape({c->Dim(x, 0), c->Dim(x, 1), c->Dim(x, 2),
+                                 channels}));
+  auto stats = c->MakeShape({c->MakeDim(n), c->Dim(x, 0), channels});
   c->set_output(1, stats);
   c->set_output(2, stats);
   return absl::OkStatus();
