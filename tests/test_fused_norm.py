@@ -153,7 +153,8 @@ def test_empty_batch_takes_gammas_channels():
   with tf.GradientTape() as tape:
     tape.watch(empty)
     y = fused_norm.norm_sum([empty], norms)
-  grads = tape.gradient(tf.reduce_sum(y), [empty, norms[0].gamma, norms[0].beta])
+    loss = tf.reduce_sum(y)
+  grads = tape.gradient(loss, [empty, norms[0].gamma, norms[0].beta])
   assert y.shape == (0, 4, 4, 3)   # as the broadcasting norm in a graph
   assert grads[0].shape == (0, 4, 4, 1)
   assert not np.any(grads[1].numpy()) and not np.any(grads[2].numpy())
