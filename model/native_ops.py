@@ -1,7 +1,7 @@
 """The project's C++ kernels (model/kernels/*.cc): build on first use, load, and
 the rule for when a traced function may use them.
 
-All sources are compiled together, with the C++ compiler and the headers that
+All sources (``*.cc``, with their ``*.h``) are compiled together, with the C++ compiler and the headers that
 ship with the TensorFlow wheel (``tf.sysconfig``), into one library in
 ``model/kernels/build/`` (or, if that is not writable, a per-user folder in
 the temp directory), named by a hash of the sources, TensorFlow's version and
@@ -25,6 +25,7 @@ import tensorflow as tf
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.cc")))
+HEADERS = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.h")))
 GATES, NORM = "gates", "norm"
 _state = {"module": None, "tried": False, "error": None}
 _enabled = {GATES: True, NORM: True}
@@ -67,7 +68,7 @@ def _compile(target):
 def library_path():
   """Where the built kernels are (building them if absent)."""
   digest = hashlib.sha256()
-  for source in SOURCES:
+  for source in SOURCES + HEADERS:
     with open(source, "rb") as f:
       digest.update(f.read())
   digest.update(tf.__version__.encode() + " ".join(
