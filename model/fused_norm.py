@@ -30,6 +30,10 @@ def _built(norm, x):
 def _kernel_norm_sum(xs, gamma, beta, epsilon, relu):
   """The kernel pair as one differentiable function of (xs, gamma, beta)."""
   lib = native_ops.kernels()
+  # The backward op under "gradient_tape/<the forward's scope>", as autodiff
+  # names gradients (profiles attribute it to its layer).
+  scope = tf.get_current_name_scope()
+  grad_scope = f"gradient_tape/{scope}/" if scope else "gradient_tape/"
 
   @tf.custom_gradient
   def run(gamma, beta, *xs):
@@ -37,9 +41,10 @@ def _kernel_norm_sum(xs, gamma, beta, epsilon, relu):
                                                    epsilon=epsilon, relu=relu)
 
     def grad(dy):
-      out = lib.rpcl_instance_norm_backward(
-          list(xs), gamma, mean, rstd, y if relu else tf.zeros([0]), dy,
-          relu=relu)
+      with tf.name_scope(grad_scope):
+        out = lib.rpcl_instance_norm_backward(
+            list(xs), gamma, mean, rstd, y if relu else tf.zeros([0]), dy,
+            relu=relu)
       return [out.dgamma, out.dbeta] + list(out.dx)
     return y, grad
   return run(gamma, beta, *xs)
