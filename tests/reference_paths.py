@@ -53,10 +53,11 @@ def plain_run_cell(cell, xw, states, training=False, base_seed=None):
 
 
 @contextlib.contextmanager
-def old_paths(encoder_convs=True):
+def old_paths(encoder_convs=True, encoder_norms=None):
   """Within the block, model code takes the old paths (trace the compiled
   functions inside it); ``encoder_convs=False`` keeps the fast encoder
-  (convolutions and instance-norm kernel).
+  (convolutions and instance-norm kernel); ``encoder_norms`` (default: as
+  ``encoder_convs``) whether the instance norms are Keras layers.
 
   (The image loss is an L1 norm: its gradient flips sign with last-bit
   changes of the encoder's output, so the full-step comparison on an image
@@ -79,6 +80,7 @@ def old_paths(encoder_convs=True):
   norms = contextlib.nullcontext()
   if encoder_convs:
     encoder.apply_conv = lambda layer, x: layer(x)
+  if encoder_convs if encoder_norms is None else encoder_norms:
     norms = native_ops.disabled(native_ops.NORM)
   model_cls._train_decode_losses = both_decoders
   try:

@@ -84,8 +84,12 @@ def test_encoder_dilated_convs_match_keras_layers(setup):
     return [m, s] + tape.gradient(loss, model.encoder.trainable_variables)
 
   got = tf.function(run)(images)
-  with old_paths():
+  # Only the convolutions differ: the instance-norm kernel rounds differently
+  # from Keras' layers, enough to flip a ReLU at an activation within
+  # rounding of 0 (tests/test_fused_norm.py compares those on their own).
+  with old_paths(encoder_norms=False):
     want = tf.function(run)(images)
   for i, (g, w) in enumerate(zip(got, want)):
     tol = RTOL if i < 2 else GRAD_RTOL   # m, s; then the gradients
-    np.testing.assert_allclose(g, w, atol=tol * np.abs(w.numpy()).max())
+    np.testing.assert_allclose(g, w, atol=tol * np.abs(w.numpy()).max(),
+                               err_msg=f"output {i}")
