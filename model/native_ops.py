@@ -10,7 +10,8 @@ flags and the CPU, so a stale build is never loaded.  Each kernel family
 instance norms, model/fused_norm.py) can be switched off for A/B runs.  Without
 a compiler, on a failed build, on a GPU, under XLA (jit_compile), for other
 dtypes than float32, or with ``RPCL_CPU_KERNELS=0`` the callers run the same
-math as TensorFlow ops.
+math as TensorFlow ops; ``RPCL_CPU_KERNELS=gates`` (a comma list of families)
+keeps only those.
 """
 import contextlib
 import glob
@@ -23,12 +24,34 @@ import tempfile
 
 import tensorflow as tf
 
+from utils.errors import UserError
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.cc")))
 HEADERS = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.h")))
 GATES, NORM = "gates", "norm"
 _state = {"module": None, "tried": False, "error": None}
 _enabled = {GATES: True, NORM: True}
+_env = {"read": False}
+
+
+def _apply_env():
+  """RPCL_CPU_KERNELS: unset or 1 (all families), 0 (none) or a comma list."""
+  if _env["read"]:
+    return
+  _env["read"] = True
+  value = os.environ.get("RPCL_CPU_KERNELS", "1").strip()
+  if value in ("0", "1", ""):
+    return
+  names = {name.strip() for name in value.split(",") if name.strip()}
+  unknown = names - set(_enabled)
+  if unknown:
+    raise UserError(f"RPCL_CPU_KERNELS={value!r}: unknown kernel famil"
+                    f"{'ies' if len(unknown) > 1 else 'y'} "
+                    f"{', '.join(sorted(unknown))}; expected 0, 1 or a comma "
+                    f"list of {', '.join(sorted(_enabled))}")
+  for family in _enabled:
+    _enabled[family] = family in names
 _CXXFLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG", "-w"]
 
 
@@ -114,6 +137,7 @@ def unavailable_reason():
 def set_enabled(family, on):
   """Switch a kernel family on / off for functions traced from now on (the
   benchmarks' and tests' A/B; already-traced functions keep their path)."""
+  _apply_env()
   _enabled[family] = bool(on)
 
 
@@ -121,6 +145,7 @@ def set_enabled(family, on):
 def disabled(*families):
   """Within the block, functions are traced without these kernel families
   (all of them when none is named)."""
+  _apply_env()
   families = families or tuple(_enabled)
   before = dict(_enabled)
   for family in families:
@@ -145,6 +170,7 @@ def _tracing_for_xla():
 def usable(family, dtype):
   """Whether code computing in ``dtype`` takes a kernel of ``family`` here:
   switched on, float32, CPU, not under XLA, kernels built."""
+  _apply_env()
   if not _enabled[family] or tf.as_dtype(dtype) != tf.float32:
     return False
   if _tracing_for_xla():

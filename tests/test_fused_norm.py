@@ -159,3 +159,25 @@ def test_empty_batch_takes_gammas_channels():
   assert y.shape == (0, 4, 4, 3)   # as the broadcasting norm in a graph
   assert grads[0].shape == (0, 4, 4, 1)
   assert not np.any(grads[1].numpy()) and not np.any(grads[2].numpy())
+
+
+@pytest.mark.parametrize("value,want", [("1", {"gates": True, "norm": True}),
+                                        ("gates", {"gates": True, "norm": False}),
+                                        (" norm, ", {"gates": False, "norm": True})])
+def test_env_selects_kernel_families(monkeypatch, value, want):
+  monkeypatch.setenv("RPCL_CPU_KERNELS", value)
+  monkeypatch.setattr(native_ops, "_env", {"read": False})
+  monkeypatch.setattr(native_ops, "_enabled", {"gates": True, "norm": True})
+  got = {family: native_ops.usable(family, tf.float32) for family in want}
+  if not tf.config.list_physical_devices("GPU"):
+    assert got == want
+
+
+def test_env_unknown_family_is_a_clear_error(monkeypatch):
+  from utils.errors import UserError
+  monkeypatch.setenv("RPCL_CPU_KERNELS", "gates,convs")
+  monkeypatch.setattr(native_ops, "_env", {"read": False})
+  with pytest.raises(UserError, match=r"RPCL_CPU_KERNELS='gates,convs': unknown "
+                     r"kernel family convs; expected 0, 1 or a comma list of "
+                     r"gates, norm"):
+    native_ops.usable("norm", tf.float32)
