@@ -1,8 +1,9 @@
 """The project's C++ kernels (model/kernels/*.cc): build on first use, load, and
 the rule for when a traced function may use them.
 
-All sources (``*.cc``, with their ``*.h``) are compiled together, with the C++ compiler and the headers that
-ship with the TensorFlow wheel (``tf.sysconfig``), into one library in
+All sources (``*.cc``, with their ``*.h``) are compiled together, with the
+C++ compiler and the headers that ship with the TensorFlow wheel
+(``tf.sysconfig``), into one library in
 ``model/kernels/build/`` (or, if that is not writable, a per-user folder in
 the temp directory), named by a hash of the sources, TensorFlow's version and
 flags and the CPU, so a stale build is never loaded.  Each kernel family
@@ -33,6 +34,7 @@ GATES, NORM = "gates", "norm"
 _state = {"module": None, "tried": False, "error": None}
 _enabled = {GATES: True, NORM: True}
 _env = {"read": False}
+_CXXFLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG", "-w"]
 
 
 def _apply_env():
@@ -52,7 +54,6 @@ def _apply_env():
                     f"list of {', '.join(sorted(_enabled))}")
   for family in _enabled:
     _enabled[family] = family in names
-_CXXFLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG", "-w"]
 
 
 def _cpu_id():
