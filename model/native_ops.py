@@ -35,6 +35,10 @@ _state = {"module": None, "tried": False, "error": None}
 _enabled = {GATES: True, NORM: True}
 _env = {"read": False}
 _CXXFLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG", "-w"]
+# Off when the compiler knows them: the Eigen headers of the TensorFlow wheel
+# do not compile with AVX512-FP16 on (g++ 12, Sapphire Rapids); the kernels
+# use no half-precision code.
+_OPTIONAL_OFF = ["-mno-avx512fp16"]
 
 
 def _apply_env():
@@ -70,15 +74,35 @@ def _build_dirs():
   yield os.path.join(tempfile.gettempdir(), f"rpcl-kernels-{os.getuid()}")
 
 
-def _compile(target):
-  """g++ into a temporary name beside ``target``, then an atomic rename."""
+def _compiler():
+  """The C++ compiler (``$CXX``, default g++), or None."""
   cxx = os.environ.get("CXX", "g++")
-  if shutil.which(cxx) is None:
-    raise RuntimeError(f"no C++ compiler ({cxx})")
+  return cxx if shutil.which(cxx) else None
+
+
+def _accepts(cxx, flag):
+  """Whether ``cxx`` knows the command-line option ``flag``."""
+  proc = subprocess.run([cxx, flag, "-x", "c++", "-E", "-o", os.devnull,
+                         os.devnull], capture_output=True)
+  return proc.returncode == 0
+
+
+def compile_flags():
+  """The flags the kernels are built with here (also part of the build's
+  hash): _CXXFLAGS, the _OPTIONAL_OFF options the compiler knows, and
+  TensorFlow's own."""
+  cxx = _compiler()
+  optional = [f for f in _OPTIONAL_OFF if cxx and _accepts(cxx, f)]
+  return _CXXFLAGS + optional + tf.sysconfig.get_compile_flags()
+
+
+def _compile(target, flags):
+  """g++ into a temporary name beside ``target``, then an atomic rename."""
+  cxx = _compiler()
+  if cxx is None:
+    raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')})")
   tmp = f"{target}.tmp{os.getpid()}"
-  cmd = ([cxx, *_CXXFLAGS, *tf.sysconfig.get_compile_flags(), *SOURCES, "-o",
-          tmp]
-         + tf.sysconfig.get_link_flags())
+  cmd = [cxx, *flags, *SOURCES, "-o", tmp] + tf.sysconfig.get_link_flags()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -95,8 +119,8 @@ def library_path():
   for source in SOURCES + HEADERS:
     with open(source, "rb") as f:
       digest.update(f.read())
-  digest.update(tf.__version__.encode() + " ".join(
-      _CXXFLAGS + tf.sysconfig.get_compile_flags()).encode()
+  flags = compile_flags()
+  digest.update(tf.__version__.encode() + " ".join(flags).encode()
                 + _cpu_id().encode())
   name = f"rpcl_kernels-{digest.hexdigest()[:16]}.so"
   errors = []
@@ -106,7 +130,7 @@ def library_path():
       return target
     try:
       os.makedirs(folder, exist_ok=True)
-      _compile(target)
+      _compile(target, flags)
       return target
     except (OSError, RuntimeError) as exc:
       errors.append(str(exc))
