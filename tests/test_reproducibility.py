@@ -119,7 +119,10 @@ def test_same_seed_same_weights_optimizer_hierarchy_and_rng_state(tiny_model, re
   assert names == rb.get_variable_to_shape_map()
   for part in ("hierarchy", "optimizer", "rng", "step"):
     assert any(part in n for n in names), part
-  for name in names:
+  # The object-graph proto records Keras' process-unique names (adam_3, ...),
+  # which depend on how many models this process built before; the values
+  # are keyed by object path and compared exactly.
+  for name in set(names) - {"_CHECKPOINTABLE_OBJECT_GRAPH"}:
     np.testing.assert_array_equal(ra.get_tensor(name), rb.get_tensor(name),
                                   err_msg=name)
 
