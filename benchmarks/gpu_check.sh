@@ -40,6 +40,8 @@ if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1;
     [ -f "$t" ] || { echo "gpu_check: missing test file $t" >&2; exit 1; }
   done
   PY="${DRY_PYTHON:-python}"
+  "$PY" -c "import tensorflow" > /dev/null 2>&1 \
+    || { echo "gpu_check: '$PY' cannot import tensorflow: activate the project's venv or set DRY_PYTHON" >&2; exit 1; }
   "$PY" -m pytest -q --collect-only $TESTS > "$OUT/collect.txt" 2>&1 \
     || { echo "gpu_check: test collection failed, see $OUT/collect.txt" >&2; exit 1; }
   TF_CPP_MIN_LOG_LEVEL=2 CUDA_VISIBLE_DEVICES="" "$PY" -m benchmarks.gpu_bench \
