@@ -20,8 +20,10 @@ from model.hyper_fused import FUSED
 from model.hyper_recurrence import TF_OPS, run_hyper
 
 
-def _loop(cell, xw, states, training, w_rec, base_seed):
-  """The tf.while_loop of ``cell.step_from_hw``."""
+def step_loop(cell, xw, states, training, w_rec, base_seed):
+  """The tf.while_loop of ``cell.step_from_hw`` over xw (B, T, F), recurrent
+  dropout seeded base_seed + [0, t] at step t (None: no dropout),
+  differentiated by autodiff.  -> (outputs (B, T, H), final states)."""
   xw_t = ops.transpose(xw, (1, 0, 2))
   steps = tf.shape(xw_t)[0]
   inputs = tf.TensorArray(xw.dtype, size=steps).unstack(xw_t)
@@ -55,5 +57,5 @@ def run_cell(cell, xw, states, training=False):
   if isinstance(cell, HyperLSTMCell):
     path = FUSED if fused_gates.usable(xw.dtype) else TF_OPS
     return run_hyper(cell, xw, states, base_seed, path)
-  return _loop(cell, xw, list(states), bool(training),
+  return step_loop(cell, xw, list(states), bool(training),
                ops.cast(cell.w_rec, xw.dtype), base_seed)

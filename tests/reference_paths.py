@@ -20,6 +20,8 @@ import contextlib
 import tensorflow as tf
 from keras import ops
 
+from model import recurrence
+
 
 def plain_run_cell(cell, xw, states, training=False, base_seed=None):
   """(outputs (B, T, H), final states) of ``cell`` over ``xw`` (B, T, F).
@@ -33,23 +35,8 @@ def plain_run_cell(cell, xw, states, training=False, base_seed=None):
     base_seed = tf.cast(cell.seed_generator.next(), tf.int32)
   if not cell.uses_dropout(training):
     base_seed = None
-  w_rec = ops.cast(cell.w_rec, xw.dtype)
-  xw_t = ops.transpose(xw, (1, 0, 2))
-  steps = tf.shape(xw_t)[0]
-  inputs = tf.TensorArray(xw.dtype, size=steps).unstack(xw_t)
-  outputs = tf.TensorArray(xw.dtype, size=steps)
-
-  def body(t, outputs, states):
-    seed = None if base_seed is None else base_seed + tf.stack([0, t])
-    hw = ops.matmul(states[0], w_rec)
-    h, new_states = cell.step_from_hw(inputs.read(t), hw, list(states),
-                                      training=bool(training), seed=seed)
-    return t + 1, outputs.write(t, h), tuple(new_states)
-
-  _, outputs, final = tf.while_loop(
-      lambda t, *_: t < steps, body, (tf.constant(0), outputs, tuple(states)),
-      maximum_iterations=steps)
-  return ops.transpose(outputs.stack(), (1, 0, 2)), list(final)
+  return recurrence.step_loop(cell, xw, list(states), bool(training),
+                              ops.cast(cell.w_rec, xw.dtype), base_seed)
 
 
 @contextlib.contextmanager
