@@ -58,4 +58,4 @@ def run_cell(cell, xw, states, training=False):
     path = FUSED if fused_gates.usable(xw.dtype) else TF_OPS
     return run_hyper(cell, xw, states, base_seed, path)
   return step_loop(cell, xw, list(states), bool(training),
-               ops.cast(cell.w_rec, xw.dtype), base_seed)
+                   ops.cast(cell.w_rec, xw.dtype), base_seed)
