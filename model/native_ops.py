@@ -88,21 +88,22 @@ def _accepts(cxx, flag):
 
 
 def compile_flags():
-  """The flags the kernels are built with here (also part of the build's
-  hash): _CXXFLAGS, the _OPTIONAL_OFF options the compiler knows, and
-  TensorFlow's own."""
+  """The flags the kernels are built with here: _CXXFLAGS, the _OPTIONAL_OFF
+  options the compiler knows (one preprocessor run each, so only when
+  building), and TensorFlow's own."""
   cxx = _compiler()
   optional = [f for f in _OPTIONAL_OFF if cxx and _accepts(cxx, f)]
   return _CXXFLAGS + optional + tf.sysconfig.get_compile_flags()
 
 
-def _compile(target, flags):
+def _compile(target):
   """g++ into a temporary name beside ``target``, then an atomic rename."""
   cxx = _compiler()
   if cxx is None:
     raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')})")
   tmp = f"{target}.tmp{os.getpid()}"
-  cmd = [cxx, *flags, *SOURCES, "-o", tmp] + tf.sysconfig.get_link_flags()
+  cmd = ([cxx, *compile_flags(), *SOURCES, "-o", tmp]
+         + tf.sysconfig.get_link_flags())
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -119,8 +120,10 @@ def library_path():
   for source in SOURCES + HEADERS:
     with open(source, "rb") as f:
       digest.update(f.read())
-  flags = compile_flags()
-  digest.update(tf.__version__.encode() + " ".join(flags).encode()
+  # The flag lists, not the probe's outcome: loading an existing build runs
+  # no compiler.
+  digest.update(tf.__version__.encode() + " ".join(
+      _CXXFLAGS + _OPTIONAL_OFF + tf.sysconfig.get_compile_flags()).encode()
                 + _cpu_id().encode())
   name = f"rpcl_kernels-{digest.hexdigest()[:16]}.so"
   errors = []
@@ -130,7 +133,7 @@ def library_path():
       return target
     try:
       os.makedirs(folder, exist_ok=True)
-      _compile(target, flags)
+      _compile(target)
       return target
     except (OSError, RuntimeError) as exc:
       errors.append(str(exc))
