@@ -11,10 +11,14 @@ train / valid / test, object arrays of int16 (n,3) stroke-3 sketches),
 
 Each category has 2-3 clearly different styles (e.g. fish facing left/right)
 so a two-level hierarchy has categories (level l) and styles (level k) to
-discover.  Every sketch gets random proportions, jitter, rotation, scale
-(coordinates span ~100-250 units as QuickDraw), stroke order and direction and
-point density (~20-120 points).  Deterministic given the seed; a category's
-sketches do not depend on which other categories are generated.
+discover.  Every sketch gets random proportions, jitter, rotation, stroke order and
+direction, then goes through QuickDraw's own simplification
+(data/simplify.py: aligned to the top-left, longer side scaled to 255,
+resampled at 1 unit, Ramer-Douglas-Peucker at epsilon 2), so the files hold
+what QuickDraw would have written: ~15-80 points per sketch (mean ~38), as
+sparse as the real sketchrnn files; the raw drawing's point density only
+changes how round its curves are.  Deterministic given the seed; a
+category's sketches do not depend on which other categories are generated.
 """
 import os
 import zlib
@@ -25,12 +29,13 @@ from absl import app
 from absl import flags
 
 from data import raster
+from data.simplify import drawing_to_stroke3
 from utils.errors import UserError, check_argv, cli_main, require_min
 from utils import ownership
 from utils.io import atomic_open, atomic_savez, ensure_dir
 
 SPLITS = ("train", "valid", "test")
-MAX_POINTS = 120
+MAX_POINTS = 120        # most points of a raw drawing (before simplification)
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -183,23 +188,11 @@ CATEGORIES = {
 }
 
 
-def _to_stroke3(strokes):
-  """Absolute integer polylines -> int16 stroke-3 (first point at the origin)."""
-  pts = np.concatenate(strokes)
-  pen = np.zeros(len(pts), dtype=np.int16)
-  pen[np.cumsum([len(s) for s in strokes]) - 1] = 1
-  ipts = np.rint(pts - pts[0]).astype(np.int64)
-  off = np.diff(ipts, axis=0, prepend=ipts[:1])
-  # Drop repeated points inside strokes (zero offset, pen down before).
-  keep = np.ones(len(off), dtype=bool)
-  keep[1:] = ~((off[1:] == 0).all(axis=1) & (pen[:-1] == 0))
-  return np.concatenate([off, pen[:, None]], axis=1)[keep].astype(np.int16)
-
-
 def draw_sketch(category, style, rng):
-  """One random sketch of ``category`` / ``style`` as int16 stroke-3."""
+  """One random sketch of ``category`` / ``style`` as int16 stroke-3, after
+  QuickDraw's simplification (its longer side is 255 units)."""
   fn = CATEGORIES[category][0]
-  size = rng.uniform(50, 125)             # half the longer side, in units
+  size = rng.uniform(50, 125)             # raw half-side (rescaled to 255 later)
   step = 2.0 / rng.uniform(10, 40)        # canonical spacing: point density
   for _ in range(6):
     strokes = fn(style, rng, step)
@@ -214,7 +207,7 @@ def draw_sketch(category, style, rng):
     st = strokes[k] + rng.normal(0, 0.02, size=2)                 # placement
     st = st + rng.normal(0, 0.008, size=st.shape)                 # hand jitter
     out.append((st if rng.uniform() < 0.7 else st[::-1]) @ mat)   # direction
-  return _to_stroke3(out)
+  return drawing_to_stroke3(out, raw=True)
 
 
 def _rng(seed, category, split):
