@@ -149,11 +149,16 @@ class RPCLPix2SeqH(keras.Model):
     return precision.encoder_outputs_f32(*self.encoder(images, training=False))
 
   # --- shared forward pass ------------------------------------------------
+  def _stroke_params(self, strokes5, z, training):
+    """The mixture parameters of every target row of ``strokes5`` given the
+    code z (teacher forcing: rows [0, N) in, rows [1, N + 1) predicted)."""
+    raw = self.stroke_decoder(strokes5[:, :-1], z, training=training)
+    return self.stroke_decoder.split_params(raw)
+
   def _decode_losses(self, strokes5, images, z, training, gbs=None):
     """Stroke (lil, pen) and image (de) losses given the code z (batch means,
     over ``gbs`` = the global batch size under tf.distribute)."""
-    raw = self.stroke_decoder(strokes5[:, :-1], z, training=training)
-    params = self.stroke_decoder.split_params(raw)
+    params = self._stroke_params(strokes5, z, training)
     target = strokes5[:, 1:]
     lil = losses.batch_mean(losses.mdn_loss(params, target, training=training),
                             gbs)
@@ -314,6 +319,17 @@ class RPCLPix2SeqH(keras.Model):
     return dict(total=total, lil=lil, pen=pen, de=de, gau=gau, ij=ij,
                 count=tf.cast(tf.shape(m)[0], tf.float32))
 
+  def stroke_nll(self, strokes5, z):
+    """Each sketch's stroke loss given the codes z (B, D): (B,) nats.
+
+    The lil of :meth:`eval_step` before its batch mean (no dropout, pen
+    loss on the sketch's own rows, method.md (41)): the summed negative
+    log-likelihood of a sketch's points, offsets and pen states.  With
+    z = m its mean is eval_step's lil; model/code_worth.py passes other
+    sketches' codes."""
+    params = self._stroke_params(strokes5, z, training=False)
+    return losses.mdn_loss(params, strokes5[:, 1:], training=False)
+
   # --- compiled versions --------------------------------------------------
   def compiled_train_step(self):
     """``train_step`` as a tf.function with the training signature (time
@@ -334,3 +350,21 @@ class RPCLPix2SeqH(keras.Model):
           self.eval_step, reduce_retracing=True, autograph=False,
           input_signature=[batch_signature(self.hps)])
     return self._eval_fn
+
+  def compiled_stroke_nll(self):
+    """``stroke_nll`` as a tf.function (free batch dimension)."""
+    if getattr(self, "_stroke_nll_fn", None) is None:
+      hps = self.hps
+      self._stroke_nll_fn = tf.function(
+          self.stroke_nll, reduce_retracing=True, autograph=False,
+          input_signature=[batch_signature(hps)[0],
+                           tf.TensorSpec([None, hps.z_size], tf.float32)])
+    return self._stroke_nll_fn
+
+  def compiled_encode(self):
+    """``encode`` as a tf.function (free batch dimension)."""
+    if getattr(self, "_encode_fn", None) is None:
+      self._encode_fn = tf.function(
+          self.encode, reduce_retracing=True, autograph=False,
+          input_signature=[batch_signature(self.hps)[2]])
+    return self._encode_fn

@@ -230,6 +230,10 @@ class _Loop:
     improved = crit < self.best
     self.history.append((step, crit, improved))
     write_scalars(self.writer, "valid", valid, step)
+    if self.config.validate_fn is None and self.dist.is_chief:
+      from model import code_worth   # valid/code_worth_*: up to 256 sketches
+      write_scalars(self.writer, "valid", code_worth.validation_scalars(
+          self.model, self.data.splits["valid"]), step)
     if self.summaries is not None:   # of the validated model, before a restore
       self.summaries.write(self.writer, self.model, step)
     if improved:
