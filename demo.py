@@ -117,7 +117,10 @@ def headline(result):
       f"  level-k vs category         {fmt('level_k')}",
       f"  level-k vs style            {fmt('level_k', 'style')}",
       f"  live level-k / level-l      {result.get('live_k')}/{result.get('num_k')}"
-      f" / {result.get('live_l')}/{result.get('num_l')}"])
+      f" / {result.get('live_l')}/{result.get('num_l')}",
+      "  code's worth                {nats_per_sketch:.3f} nats/sketch "
+      "({nats_per_point:.4f} nats/point)".format(**(result.get("code_worth") or dict(
+          nats_per_sketch=float("nan"), nats_per_point=float("nan"))))])
 
 
 def run(work_dir, data_dir, num_steps, overrides, n, seed, do_eval=True):

@@ -3,7 +3,8 @@
   python evaluate.py --model_dir=DIR --data_dir=DIR [--samples_dir=outputs/samples]
                      [--output=SAMPLES_DIR/evaluation.json]
 
-Rec, Ret@1/10/50 and the clustering scores of model/evaluation.py.
+Rec, Ret@1/10/50, the clustering scores and the code's worth of
+model/evaluation.py.
 Writes a JSON file and prints a table.  ``--samples_dir=''`` skips Rec/Ret.
 """
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)

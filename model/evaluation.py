@@ -8,7 +8,10 @@
   encoder means of the whole test split; hit = own reference in the top k;
 - clustering: purity / NMI / ARI of the level-k and level-l labels of the
   test codes against the categories (and the style labels of the embedded
-  synthetic data when ``<cat>_styles.npz`` exists); live component counts.
+  synthetic data when ``<cat>_styles.npz`` exists); live component counts;
+- the code's worth (model/code_worth.py): the test split's mean stroke loss
+  with the codes shuffled among the sketches minus with their own codes, in
+  nats per sketch and per point (~0: the decoder ignores its code).
 
 :func:`compute_metrics` is the core on arrays and callables;
 :func:`evaluate` runs it on a model folder, a data folder and samples.npz.
@@ -170,11 +173,16 @@ def check_output(output, model_dir, data_dir):
 
 def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
              classifier_epochs=5, classifier_per_category=20000,
-             retrain_classifier=False, batch_size=256, seed=0, show_progress=True):
-  """Runs every metric for a trained model; writes and returns the result dict."""
+             retrain_classifier=False, batch_size=256, seed=0, show_progress=True,
+             code_worth_sketches=0):
+  """Runs every metric for a trained model; writes and returns the result dict.
+
+  ``code_worth_sketches``: the code's worth on a seeded subset of that many
+  test sketches (0: the whole test split)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from data.dataset import load_dataset  # pylint: disable=import-outside-toplevel
   from model import classifier as cls  # pylint: disable=import-outside-toplevel
+  from model import code_worth  # pylint: disable=import-outside-toplevel
   from model.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
 
   if not output and not samples_dir:
@@ -194,6 +202,7 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
   n_samples = 0 if samples is None else int(np.sum(samples["ref_index"] >= 0))
   need_classifier = samples is not None and bool(np.any(samples["category"] >= 0))
   total = (num_batches(len(test.images), batch_size)
+           + code_worth.num_batches(test, hps, code_worth_sketches)
            + num_batches(n_samples, batch_size)
            + (0 if cached or not need_classifier else
               cls.train_steps(len(splits["train"][0]), classifier_epochs)))
@@ -209,6 +218,8 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
                              (test.images, test.labels), samples, hps.categories,
                              predict=predict, styles=styles,
                              batch_size=batch_size, progress=bar)
+    result["code_worth"] = code_worth.code_worth(
+        model, test, code_worth_sketches, on_batch=bar.update)
   pi_k, pi_l = np.asarray(model.hierarchy.pi_k()), np.asarray(model.hierarchy.pi_l)
   result.update({
       "model_dir": model_dir, "data_dir": data_dir, "samples_dir": samples_dir,
@@ -239,6 +250,11 @@ def format_table(result):
     for level, s in levels.items():
       rows.append((f"{level} vs {truth} purity/NMI/ARI",
                    f"{s['purity']:.3f} / {s['nmi']:.3f} / {s['ari']:.3f}"))
+  if "code_worth" in result:
+    cw = result["code_worth"]
+    rows.append(("code's worth (test, shuffled - own)", "n/a" if cw is None else
+                 f"{cw['nats_per_sketch']:.3f} nats/sketch "
+                 f"({cw['nats_per_point']:.4f} nats/point)"))
   if "live_k" in result:
     rows.append(("live level-k / level-l", f"{result['live_k']}/{result['num_k']}"
                  f"  {result['live_l']}/{result['num_l']}"))

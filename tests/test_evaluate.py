@@ -132,11 +132,15 @@ def test_format_table_lists_every_metric():
             "ret": {"top1": 0.5, "top10": 0.8, "top50": 0.9},
             "clustering": {"category": {"level_k": {"purity": 1, "nmi": .5, "ari": .25},
                                         "level_l": {"purity": 1, "nmi": 1, "ari": 1}}},
-            "live_k": 3, "num_k": 10, "live_l": 2, "num_l": 5}
+            "live_k": 3, "num_k": 10, "live_l": 2, "num_l": 5,
+            "code_worth": {"nats_per_sketch": 12.5, "nats_per_point": 0.25}}
   table = evaluation.format_table(result)
   for text in ("Rec", "0.900", "0.950", "Ret top50", "level_k vs category",
-               "0.250", "3/10", "2/5"):
+               "0.250", "3/10", "2/5", "code's worth",
+               "12.500 nats/sketch (0.2500 nats/point)"):
     assert text in table
+  table = evaluation.format_table(dict(result, code_worth=None))
+  assert "code's worth (test, shuffled - own)  n/a" in table
 
 
 @pytest.fixture
@@ -186,6 +190,15 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
   assert set(r["clustering"]["style"]) == {"level_k", "level_l"}
   saved = json.load(open(out))
   assert saved["ret"] == r["ret"] and saved["rec"] == r["rec"]
+  # the code's worth of the whole test split (tests/test_code_worth.py checks
+  # its values)
+  worth = r["code_worth"]
+  assert {"nats_per_sketch", "nats_per_point", "lil_own", "lil_shuffled"} <= set(worth)
+  assert worth["num_sketches"] == len(test.labels)
+  assert worth["nats_per_sketch"] == pytest.approx(
+      worth["lil_shuffled"] - worth["lil_own"])
+  assert saved["code_worth"] == worth
+  assert "code's worth" in evaluation.format_table(r)
 
 
 def test_visualize_sample_py_output(trained, tmp_path):
