@@ -22,6 +22,11 @@ RETIRED_KEYS = ("is_training",)
 # unit l's num_sub components the bonus K, "anchor" only its anchor (the first
 # of the block); with num_sub = 1 both are the release's 1 + K I.
 Q_INITS = ("block", "anchor")
+# Conv / deconv filter initialisers (model/encoder.py filter_initializer).
+CONV_INITS = ("release", "he")
+# What a validation that does not improve does (model/training.py): "restore"
+# the last checkpoint (the release), or "keep" training from where it is.
+ON_MISS = ("restore", "keep")
 
 
 class HParamsError(UserError):
@@ -78,6 +83,10 @@ class HParams:
   rpcl: bool = True                   # False: EM only, no rival penalisation
   hierarchy: str = "two_level"        # two_level | flat | single
   q_init: str = "block"               # initial q(k|l) bonus: block | anchor
+  # --- training choices for short budgets (the release's are the defaults) ---
+  conv_init: str = "release"          # conv filters: release (std sqrt(2/3)) | he
+  on_miss: str = "restore"            # validation miss: restore the checkpoint | keep
+  eval_sketches: int = 0              # >0: validate / test on this many sketches
   # --- speed switches ---
   jit_compile: bool = False           # XLA-compile the train step
   length_buckets: int = 0             # >0: training batches padded per length bucket
@@ -131,7 +140,7 @@ class HParams:
                 "num_output_mixture", "hyper_num_units", "hyper_embedding_size",
                 "rpcl_every", "patience"):
       need(getattr(self, key) >= 1, key, "an integer >= 1")
-    for key in ("em_steps", "warmup_steps", "length_buckets"):
+    for key in ("em_steps", "warmup_steps", "length_buckets", "eval_sketches"):
       need(getattr(self, key) >= 0, key, "an integer >= 0")
     need(self.max_seq_len == -1 or self.max_seq_len >= 1, "max_seq_len",
          "-1 (computed) or an integer >= 1")
@@ -140,6 +149,8 @@ class HParams:
     need(self.hierarchy in ("two_level", "flat", "single"), "hierarchy",
          "one of two_level, flat, single")
     need(self.q_init in Q_INITS, "q_init", "one of " + ", ".join(Q_INITS))
+    need(self.conv_init in CONV_INITS, "conv_init", "one of " + ", ".join(CONV_INITS))
+    need(self.on_miss in ON_MISS, "on_miss", "one of " + ", ".join(ON_MISS))
     need(self.precision in ("float32", "mixed_float16", "mixed_bfloat16"),
          "precision", "one of float32, mixed_float16, mixed_bfloat16")
     need(self.png_width >= 16 and self.png_width % 16 == 0, "png_width",

@@ -30,6 +30,17 @@ class Split:
   def __len__(self):
     return len(self.strokes)
 
+  def subset(self, max_sketches, seed=0):
+    """At most ``max_sketches`` sketches (0: all), a seeded random choice
+    kept in split order (the same ones every call)."""
+    n = len(self)
+    if max_sketches <= 0 or n <= max_sketches:
+      return self
+    idx = np.sort(np.random.default_rng(seed).choice(n, max_sketches,
+                                                     replace=False))
+    return Split(strokes=[self.strokes[i] for i in idx],
+                 images=self.images[idx], labels=np.asarray(self.labels)[idx])
+
 
 @dataclasses.dataclass
 class SketchData:

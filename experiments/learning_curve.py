@@ -9,7 +9,7 @@ last, so the run is the same as one uninterrupted run of --num_steps: the
 schedules depend on the step counter only), and after each chunk samples the
 test split conditionally and runs evaluate.py's metrics on those samples.
 One row per checkpoint goes to ``curve.json`` and ``curve.md``: Rec, Ret@k,
-level-k / level-l vs style / category NMI and purity, live counts, the share
+the code's worth (nats per sketch), level-k / level-l vs style / category NMI and purity, live counts, the share
 of samples that emit end-of-sketch, the valid lil and the wall time.  The
 table shows which metric saturates first and which still climbs.  Rerunning
 continues from the last row.
@@ -38,8 +38,9 @@ if __name__ == "__main__":
                        "category at each checkpoint.")
   flags.DEFINE_integer("seed", 0, "Seed of training and sampling.")
 
-COLUMNS = ("step", "minutes", "valid_lil", "rec", "ret10", "ret50", "k_style_nmi",
-           "l_cat_nmi", "l_cat_purity", "live_k", "live_l", "ended")
+COLUMNS = ("step", "minutes", "valid_lil", "rec", "ret10", "ret50", "worth",
+           "k_style_nmi", "l_cat_nmi", "l_cat_purity", "live_k", "live_l",
+           "ended")
 
 
 def curve_row(step, minutes, summary, result, ended):
@@ -50,6 +51,7 @@ def curve_row(step, minutes, summary, result, ended):
               valid_lil=summary.get("best_valid_lil"), rec=result.get("rec"),
               ret10=result.get("ret", {}).get("top10"),
               ret50=result.get("ret", {}).get("top50"),
+              worth=(result.get("code_worth") or {}).get("nats_per_sketch"),
               k_style_nmi=get("style", "level_k", "nmi"),
               l_cat_nmi=get("category", "level_l", "nmi"),
               l_cat_purity=get("category", "level_l", "purity"),

@@ -30,7 +30,6 @@ validation (data/pipeline.py, in order, remainder kept).
 """
 import numpy as np
 
-from data.dataset import Split
 
 VALID_SKETCHES = 256   # validation: at most this many valid sketches
 
@@ -60,19 +59,6 @@ def worth_from_nll(nll_own, nll_shuffled, lengths):
           "num_sketches": int(own.size), "num_points": int(points)}
 
 
-def subset(split, max_sketches, seed=0):
-  """At most ``max_sketches`` sketches of ``split`` (0: all), a seeded random
-  choice kept in split order (the same ones every call)."""
-  n = len(split)
-  if max_sketches <= 0 or n <= max_sketches:
-    return split
-  idx = np.sort(np.random.default_rng(seed).choice(n, max_sketches,
-                                                   replace=False))
-  return Split(strokes=[split.strokes[i] for i in idx],
-               images=split.images[idx],
-               labels=np.asarray(split.labels)[idx])
-
-
 def num_batches(split, hps, max_sketches=0):
   """How many decoder batches :func:`code_worth` runs (for progress bars)."""
   n = min(len(split), max_sketches) if max_sketches > 0 else len(split)
@@ -89,7 +75,7 @@ def code_worth(model, split, max_sketches=0, seed=0, on_batch=None):
   derangement's; ``on_batch()``: called after each decoder batch."""
   from data.pipeline import make_dataset  # pylint: disable=import-outside-toplevel
   hps = model.hps
-  split = subset(split, max_sketches, seed)
+  split = split.subset(max_sketches, seed)
   if len(split) < 2:
     return None
   encode, nll = model.compiled_encode(), model.compiled_stroke_nll()

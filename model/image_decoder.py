@@ -4,12 +4,12 @@ z (B, D) -> Linear -> (w/16, w/16, 256) + ReLU -> four 3x3 stride-2 transposed
 convolutions (128, 64, 32, 1 channels), each with instance norm; ReLU after the
 first three, tanh after the last -> (B, w, w, 1) in [-1, 1].
 Same initialisers and bias choices as the encoder (model/encoder.py): the
-dense kernel He-normal over fan_in, the filters std sqrt(2 / kernel height).
+dense kernel He-normal over fan_in, the filters ``filter_initializer(hps)``.
 """
 import keras
 from keras import ops
 
-from model.encoder import InstanceNorm, filter_height_normal, he_normal_fan_in
+from model.encoder import InstanceNorm, filter_initializer, he_normal_fan_in
 from model.fused_norm import norm_sum
 
 
@@ -25,7 +25,7 @@ class ImageDecoder(keras.layers.Layer):
     self.deconvs = [
         (keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                       use_bias=False, name=f"deconv{k}",
-                                      kernel_initializer=filter_height_normal()),
+                                      kernel_initializer=filter_initializer(hps)),
          InstanceNorm(name=f"in{k}"))
         for k, filters in enumerate((128, 64, 32, 1), start=1)]
 

@@ -29,7 +29,7 @@ from utils.progress import Progress
 
 # hparams a resumed run may change; the computed ones are filled from data.
 RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile",
-                  "length_buckets")
+                  "length_buckets", "on_miss", "eval_sketches")
 COMPUTED_KEYS = {"max_seq_len": -1, "scale_factor": 0.0}
 NONFINITE_RESTORE_AFTER = 3    # consecutive skipped steps -> restore checkpoint
 NONFINITE_GIVE_UP = 12         # consecutive skipped steps -> stop with an error
@@ -205,8 +205,9 @@ class _Loop:
     self.dist, self.config = dist, config
     self.writer, self.summaries = writer, summaries
     self.validate_fn = config.validate_fn or (
-        lambda m, name: evaluate_split(m, data.splits[name], hps,
-                                       dist.eval_fn(m), dist.dataset))
+        lambda m, name: evaluate_split(
+            m, data.splits[name].subset(hps.eval_sketches), hps,
+            dist.eval_fn(m), dist.dataset))
     self.log_every = max(1, config.log_every)
     self.epoch = int(state.epoch.numpy())
     self.misses, self.guard = 0, _NonfiniteGuard()
@@ -247,10 +248,15 @@ class _Loop:
                f"saved {os.path.basename(path)}; test {_fmt(self.test)}")
     else:
       self.misses += 1
-      self.restore()
+      if hps.on_miss == "restore":
+        self.restore()
+        action = f"restored step {self.step}"
+      else:
+        self.state.epoch.assign(self.epoch)
+        action = f"kept; saved {os.path.basename(self.state.save())}"
       self.log(f"step {step} epoch {self.epoch}: valid lil {crit:.4f} not "
                f"better than {self.best:.4f} (miss {self.misses}/"
-               f"{hps.patience}); restored step {self.step}")
+               f"{hps.patience}); {action}")
       if self.misses >= hps.patience:
         self.stop = "patience"
     self.writer.flush()

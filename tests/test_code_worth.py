@@ -138,15 +138,15 @@ def test_a_decoder_blind_to_its_code_is_worth_exactly_zero(setup):
 def test_subset_and_small_splits(setup):
   hps, data, model = setup
   split = data.splits["test"]
-  sub = code_worth.subset(split, 5, seed=2)
+  sub = split.subset(5, seed=2)
   assert len(sub) == 5 and sub is not split
   idx = [next(i for i, s in enumerate(split.strokes) if s is t)
          for t in sub.strokes]
   assert idx == sorted(idx)
   np.testing.assert_array_equal(sub.images, split.images[idx])
-  assert code_worth.subset(split, 0) is split
+  assert split.subset(0) is split
   assert code_worth.num_batches(split, hps, 5) == 2
-  one = code_worth.subset(split, 1)
+  one = split.subset(1)
   assert code_worth.code_worth(model, one) is None
   assert code_worth.validation_scalars(model, one) == {}
   values = code_worth.validation_scalars(model, split, max_sketches=7)

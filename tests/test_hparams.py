@@ -34,6 +34,9 @@ def test_parse_original_string():
     ("categories=[bee,bus", "unbalanced"),
     ("use_input_dropout=maybe", "use_input_dropout"),
     ("z_size", "key=value"),
+    ("conv_init=glorot", "conv_init"),
+    ("on_miss=ignore", "on_miss"),
+    ("eval_sketches=-1", "eval_sketches"),
 ])
 def test_bad_hparams_raise_one_clear_error(text, needle):
   with pytest.raises(hp.HParamsError) as e:

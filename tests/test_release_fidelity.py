@@ -48,6 +48,23 @@ def test_conv_and_deconv_filters_have_the_release_std():
   assert abs(head.std() - math.sqrt(2 / 2304)) < 0.01 * math.sqrt(2 / 2304) * 4
 
 
+def test_he_conv_init_scales_filters_by_their_fan_in():
+  """conv_init=he: every filter (kh, kw, a, b) has std sqrt(2 / (kh kw a))
+  (Keras' fan_in: a = input channels of a conv, output channels of a
+  transposed conv); 0.816 only remains the release's."""
+  hps = hp.get_hparams("paper", "conv_init=he")
+  encoder, decoder = Encoder(hps), ImageDecoder(hps)
+  encoder(np.zeros((1, 48, 48, 1), "float32"))
+  decoder(np.zeros((1, hps.z_size), "float32"))
+  kernels = [v.numpy() for v in encoder.weights + decoder.weights
+             if v.path.endswith("kernel") and len(v.shape) == 4]
+  assert len(kernels) == 14
+  for w in kernels:
+    want = math.sqrt(2.0 / (w.shape[0] * w.shape[1] * w.shape[2]))
+    assert abs(w.std() - want) < 4 * want / math.sqrt(2 * w.size), w.shape
+  assert encoder.convs[1][0].kernel.numpy().std() < 0.05   # was 0.816
+
+
 def test_decoder_initial_state_is_a_tanh_dense_from_z_with_the_release_init():
   hps = hp.get_hparams("small")
   dec = StrokeDecoder(hps)

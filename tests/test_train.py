@@ -195,3 +195,52 @@ def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
   got = _values(restored.trainable_variables) + _hierarchy(restored)
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a, b)
+
+
+def test_keep_on_miss_trains_on_and_saves(tiny_data, tmp_path):
+  """on_miss=keep: improve, miss, miss -> no rollback, every validation
+  saves, the latest checkpoint is the newest step; patience still stops."""
+  from model.training import train
+  root = str(tmp_path / "run")
+  forced = iter([5.0, 6.0, 7.0])
+  snapshots = {}
+
+  def validate(model, name):
+    if name == "test":
+      return {"lil": 0.0}
+    step = int(model.global_step.numpy())
+    snapshots[step] = _values(model.trainable_variables) + _hierarchy(model)
+    return {"lil": next(forced)}
+
+  out = train(tiny_hps(patience=2, on_miss="keep"), tiny_data, root,
+              num_steps=1000, save_every_steps=4, validate_fn=validate,
+              verbose=False)
+  assert out["stop_reason"] == "patience"
+  assert [(s, improved) for s, _, improved in out["history"]] == [
+      (4, True), (8, False), (12, False)]
+  assert out["step"] == 12 and out["best_valid_lil"] == 5.0
+  assert out["checkpoint"].endswith("ckpt-12")
+  from model.checkpoint import load_trained
+  _, restored = load_trained(root)
+  for a, b in zip(snapshots[12], _values(restored.trainable_variables)
+                  + _hierarchy(restored)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_sketches_validates_on_a_fixed_subset(tiny_data, tmp_path):
+  """hps.eval_sketches = n: the validation losses are those of
+  evaluate_split on Split.subset(n) (the same seeded sketches each time)."""
+  from data.dataset import load_dataset
+  from model.training import evaluate_split, train
+  hps = tiny_hps(eval_sketches=5)
+  out = train(hps, tiny_data, str(tmp_path / "run"), num_steps=3,
+              save_every_steps=3, verbose=False)
+  model, hps = out["model"], out["hps"]
+  valid = load_dataset(tiny_data, hps).splits["valid"]
+  sub = valid.subset(5)
+  assert len(sub) == 5 and len(valid) > 5
+  assert [len(s) for s in sub.strokes] == [len(s) for s in valid.subset(5).strokes]
+  want = evaluate_split(model, sub, hps)["lil"]
+  whole = evaluate_split(model, valid, hps)["lil"]
+  assert out["valid"]["lil"] == pytest.approx(want, rel=1e-5)
+  assert want != pytest.approx(whole, rel=1e-5)
