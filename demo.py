@@ -29,12 +29,13 @@ from experiments import report
 # 5 x 20000, take 2.5 minutes of the demo's 15 for the same accuracy).
 CLASSIFIER_EPOCHS = 2
 CLASSIFIER_PER_CATEGORY = 2000
+VALIDATE_EVERY = 500   # steps between validations (500 sketches, ~5 s each)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "outputs/demo", "Where the model and outputs go.")
 flags.DEFINE_string("data_dir", "datasets/synthetic",
                     "The embedded dataset (generated here if absent).")
-flags.DEFINE_integer("num_steps", 800, "Training steps of the demo preset.")
+flags.DEFINE_integer("num_steps", 2000, "Training steps of the demo preset.")
 flags.DEFINE_string("hparams", "", "Extra hparams on top of the demo preset.")
 flags.DEFINE_integer("num_per_category", 60,
                      "Conditional samples per category (and per level-l unit).")
@@ -80,7 +81,7 @@ def ensure_model(data_dir, model_dir, num_steps, overrides, seed):
          f"({'resuming' if resume else 'new run'} in {model_dir})")
   call(command("train.py", log_root=model_dir, data_dir=data_dir, preset="demo",
                hparams=overrides, num_steps=num_steps, seed=seed,
-               save_every_steps=200, resume_training=resume))
+               save_every_steps=VALIDATE_EVERY, resume_training=resume))
 
 
 def live_units(samples_dir):

@@ -224,7 +224,8 @@ class _Loop:
     log(msg, self.config.verbose)
 
   def validate(self):
-    """method.md §5: improved -> save + test losses; else restore + miss."""
+    """method.md §5: improved -> save + test losses; else a miss, then
+    restore (on_miss=restore) or save and go on (keep)."""
     hps, step = self.hps, self.step
     valid = self.validate_fn(self.model, "valid")
     crit = float(valid["lil"])
