@@ -42,7 +42,7 @@ def randomize(layer, seed=0):
 
 
 def test_dilated_block_matches_numpy():
-  block = enc.DilatedBlock(4)
+  block = enc.DilatedBlock(4, enc.filter_height_normal())
   x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
   block(x)   # builds the weights
   randomize(block)

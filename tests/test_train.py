@@ -166,12 +166,10 @@ def test_resume_continues_at_saved_step(tiny_data, tmp_path):
     train(tiny_hps(z_size=16), tiny_data, root, resume=True, verbose=False)
 
 
-def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
-  """Forced validation sequence: improve, improve, miss, miss -> stop (patience 2)."""
-  from model.training import train
-  root = str(tmp_path / "run")
-  forced = iter([5.0, 4.0, 4.5, 4.0])
-  snapshots = {}
+def _forced_validation(losses):
+  """(validate_fn returning ``losses`` in turn as the valid lil, snapshots:
+  step -> weights + hierarchy at each validation)."""
+  forced, snapshots = iter(losses), {}
 
   def validate(model, name):
     if name == "test":
@@ -179,7 +177,14 @@ def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
     step = int(model.global_step.numpy())
     snapshots[step] = _values(model.trainable_variables) + _hierarchy(model)
     return {"lil": next(forced)}
+  return validate, snapshots
 
+
+def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
+  """Forced validation sequence: improve, improve, miss, miss -> stop (patience 2)."""
+  from model.training import train
+  root = str(tmp_path / "run")
+  validate, snapshots = _forced_validation([5.0, 4.0, 4.5, 4.0])
   out = train(tiny_hps(patience=2), tiny_data, root, num_steps=1000,
               save_every_steps=4, validate_fn=validate, verbose=False)
   assert out["stop_reason"] == "patience"
@@ -202,16 +207,7 @@ def test_keep_on_miss_trains_on_and_saves(tiny_data, tmp_path):
   saves, the latest checkpoint is the newest step; patience still stops."""
   from model.training import train
   root = str(tmp_path / "run")
-  forced = iter([5.0, 6.0, 7.0])
-  snapshots = {}
-
-  def validate(model, name):
-    if name == "test":
-      return {"lil": 0.0}
-    step = int(model.global_step.numpy())
-    snapshots[step] = _values(model.trainable_variables) + _hierarchy(model)
-    return {"lil": next(forced)}
-
+  validate, snapshots = _forced_validation([5.0, 6.0, 7.0])
   out = train(tiny_hps(patience=2, on_miss="keep"), tiny_data, root,
               num_steps=1000, save_every_steps=4, validate_fn=validate,
               verbose=False)
