@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from hparams import CONFIG_NAME, load_config, save_config
-from model import model_dir
+from model import code_worth, model_dir
 from utils import ownership
 from utils.errors import UserError
 from utils.io import check_writable, ensure_dir
@@ -233,7 +233,6 @@ class _Loop:
     self.history.append((step, crit, improved))
     write_scalars(self.writer, "valid", valid, step)
     if self.config.validate_fn is None and self.dist.is_chief:
-      from model import code_worth   # valid/code_worth_*: up to 256 sketches
       write_scalars(self.writer, "valid", code_worth.validation_scalars(
           self.model, self.data.splits["valid"]), step)
     if self.summaries is not None:   # of the validated model, before a restore
