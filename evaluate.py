@@ -4,13 +4,13 @@
                      [--output=SAMPLES_DIR/evaluation.json]
 
 Rec, Ret@1/10/50, the clustering scores and the code's worth of
-model/evaluation.py.
+model/inference/evaluation.py.
 Writes a JSON file and prints a table.  ``--samples_dir=''`` skips Rec/Ret.
 """
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from model import evaluation  # no TensorFlow until evaluate() loads the model
+from model.inference import evaluation  # no TensorFlow until evaluate() loads the model
 from utils.errors import UserError, check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS

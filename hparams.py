@@ -22,9 +22,9 @@ RETIRED_KEYS = ("is_training",)
 # unit l's num_sub components the bonus K, "anchor" only its anchor (the first
 # of the block); with num_sub = 1 both are the release's 1 + K I.
 Q_INITS = ("block", "anchor")
-# Conv / deconv filter initialisers (model/encoder.py filter_initializer).
+# Conv / deconv filter initialisers (model/networks/encoder.py filter_initializer).
 CONV_INITS = ("release", "he")
-# What a validation that does not improve does (model/training.py): "restore"
+# What a validation that does not improve does (model/training/loop.py): "restore"
 # the last checkpoint (the release), or "keep" training from where it is.
 ON_MISS = ("restore", "keep")
 
@@ -89,6 +89,11 @@ class HParams:
   eval_sketches: int = 0              # >0: validate / test on this many sketches
   # --- speed switches ---
   jit_compile: bool = False           # XLA-compile the train step
+  recurrence: str = "auto"            # decoder over a sequence: autodiff (the
+                                      # cell's math, differentiated by TF) |
+                                      # fused (hand-written backward, HyperLSTM)
+                                      # | auto (fused on CPU, where measured
+                                      # faster); model/networks/recurrence.py
   length_buckets: int = 0             # >0: training batches padded per length bucket
   precision: str = "float32"          # float32 | mixed_float16 | mixed_bfloat16
 
@@ -148,6 +153,8 @@ class HParams:
          "one of lstm, layer_norm, hyper")
     need(self.hierarchy in ("two_level", "flat", "single"), "hierarchy",
          "one of two_level, flat, single")
+    need(self.recurrence in ("auto", "autodiff", "fused"), "recurrence",
+         "one of auto, autodiff, fused")
     need(self.q_init in Q_INITS, "q_init", "one of " + ", ".join(Q_INITS))
     need(self.conv_init in CONV_INITS, "conv_init", "one of " + ", ".join(CONV_INITS))
     need(self.on_miss in ON_MISS, "on_miss", "one of " + ", ".join(ON_MISS))

@@ -10,13 +10,13 @@ one folder), --analogy=A,B,C (z_C + z_B - z_A) and
 --interpolate=A,B (codes along the line); A, B, C index the test split as
 loaded with the model's hparams (categories in order, first
 num_per_category each).  All sketches are decoded together by
-model/sampler.py.  The output folder (per-sketch SVG + 48x48 PNG,
+model/inference/sampler.py.  The output folder (per-sketch SVG + 48x48 PNG,
 samples.npz, grid.png) is built in a temporary folder and renamed into place.
 """
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from model import synthesis  # no TensorFlow until synthesize() loads the model
+from model.inference import synthesis  # no TensorFlow until synthesize() loads the model
 from utils.errors import check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS

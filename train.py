@@ -5,7 +5,7 @@
 
 The loop (validation every ``save_every`` epochs or ``--save_every_steps``
 steps, restore-on-miss, early stopping, skipped non-finite steps) is
-model/training.py's.  ``model_config.json`` (hparams with the computed
+model/training/loop.py's.  ``model_config.json`` (hparams with the computed
 max_seq_len and scale factor) is written next to the checkpoints;
 ``--resume_training`` continues from the latest checkpoint with that config
 (a conflicting --preset/--hparams is refused).
@@ -48,7 +48,7 @@ flags.DEFINE_boolean("overwrite", False,
 
 FLAGS = flags.FLAGS
 
-from model.training import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
+from model.training.loop import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
                             log, train)
 from utils.errors import UserError, check_argv, cli_main  # noqa: E402
 from model.threads import configure_threads  # noqa: E402

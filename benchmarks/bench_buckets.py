@@ -49,7 +49,7 @@ def run(batches=16, data_dir=None, nbins=None, log=print):
   from data.dataset import load_dataset
   from data.pipeline import bucket_boundaries, make_dataset
   from hparams import get_hparams
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   from model.threads import configure_threads
   configure_threads()
   tmp = None

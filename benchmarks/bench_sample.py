@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from hparams import get_hparams  # noqa: E402
-from model import sampler  # noqa: E402
-from model.stroke_decoder import StrokeDecoder  # noqa: E402
+from model.inference import sampler  # noqa: E402
+from model.networks.stroke_decoder import StrokeDecoder  # noqa: E402
 
 
 def build_decoder(hps):

@@ -10,8 +10,8 @@ In ONE process (so that machine load hits all of them alike), per size:
   dec     our StrokeDecoder + MDN loss train step (fwd + bwd + Adam)
   rec     the recurrence alone (recurrence.run_cell, fwd + bwd, no optimiser)
   rec_ops the same with the cells' steps in TensorFlow ops instead of the
-          C++ kernels (model/native_ops.py); dec_ops, enc_ops, full_ops alike
-  enc     the encoder alone, fwd + bwd (its instance norms by model/fused_norm.py)
+          C++ kernels (model/fast/native_ops.py); dec_ops, enc_ops, full_ops alike
+  enc     the encoder alone, fwd + bwd (its instance norms by model/fast/fused_norm.py)
   full_in_ops the full step with the HyperLSTM kernels but the instance norms
           as Keras layers (what the norm kernel gains)
   rec_old the same by autodiff of the plain loop (tests/reference_paths.py)
@@ -117,8 +117,8 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
     flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
-  from model import native_ops
-  from model.checkpoint import build_model
+  from model.fast import native_ops
+  from model.storage.checkpoint import build_model
   from model.rpcl_model import random_batch
   model = build_model(hps)
   batch = random_batch(hps)

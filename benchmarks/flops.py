@@ -35,7 +35,7 @@ def decoder_fwd_flops(hps, batch, steps):
 
 def conv_fwd_flops(hps, batch):
   """(encoder, image decoder) convolutions and dense layers
-  (model/encoder.py, model/image_decoder.py architecture), per batch."""
+  (model/networks/encoder.py, model/networks/image_decoder.py architecture), per batch."""
   w, d = hps.png_width, hps.z_size
   conv = lambda side, cin, cout: 2 * side * side * 9 * cin * cout
   enc = (3 * conv(w, 1, 32) + conv(w // 2, 32, 32) + 3 * conv(w // 2, 32, 64)

@@ -47,7 +47,7 @@ def paper_hps(dry_run, seq_len, precision, jit):
 def time_train(hps, steps):
   """(first call s, median step s) of the compiled train step."""
   import numpy as np
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   from model.rpcl_model import random_batch
   model = build_model(hps)
   batch = random_batch(hps)
@@ -67,8 +67,8 @@ def time_train(hps, steps):
 def time_sample(hps, num):
   """Seconds of one batched sample of ``num`` sketches (after a warm-up)."""
   import numpy as np
-  from model import sampler
-  from model.checkpoint import build_model
+  from model.inference import sampler
+  from model.storage.checkpoint import build_model
   model = build_model(hps)
   z = np.random.default_rng(0).normal(size=(num, hps.z_size))
   sampler.sample_strokes(model.stroke_decoder, z[:2], hps.max_seq_len)

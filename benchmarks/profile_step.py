@@ -93,7 +93,7 @@ def aggregate(trace_dir, steps):
 
 def run(preset="small", overrides="", steps=2, trace_dir="", log=print):
   from hparams import get_hparams
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   from model.rpcl_model import random_batch
   from model.threads import configure_threads
   configure_threads()   # as train.py and bench_train.py

@@ -148,11 +148,11 @@ def rows(results):
         if g(part + "_fused_speedup") is not None:
           add("train", f"{tag}: {part}: TF ops / C++ kernels time",
               _f(g(part + "_fused_speedup"), "{:.2f}x"),
-              "model/native_ops.py, same math, one process")
+              "model/fast/native_ops.py, same math, one process")
       if g("full_norm_speedup") is not None:
         add("train", f"{tag}: full: instance norms as TF ops / C++ kernel time",
             _f(g("full_norm_speedup"), "{:.2f}x"),
-            "model/fused_norm.py, same math, one process")
+            "model/fast/fused_norm.py, same math, one process")
       if g("dec_vs_lstm") is not None:
         add("train", f"{tag}: decoder / keras LSTM FLOP/s",
             _f(g("dec_vs_lstm"), "{:.2f}"), "target >= 0.8")

@@ -78,7 +78,7 @@ def decoder_step(hps, model, batch):
 def recurrence_step(hps, model, old=False):
   """recurrence.run_cell alone, fwd + bwd (gradients w.r.t. the cell's
   weights); ``old``: autodiff of the plain loop instead."""
-  from model import recurrence
+  from model.networks import recurrence
   from tests.reference_paths import plain_run_cell
   cell = model.stroke_decoder.cell
   run = plain_run_cell if old else recurrence.run_cell

@@ -11,10 +11,11 @@ import time
 import numpy as np
 
 from experiments import report
-from model.evaluation import STYLES_SUFFIX
+from model.inference.evaluation import STYLES_SUFFIX
 from hparams import get_hparams
-from model import model_dir as model_folder
-from model import synthesis, training
+from model.storage import model_dir as model_folder
+from model.inference import synthesis
+from model.training import loop as training
 from utils import ownership
 from utils.errors import UserError
 from utils.io import atomic_path, atomic_write_text, ensure_dir
@@ -183,7 +184,7 @@ def share_classifier(model_dir, cache_dir):
 def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
                      classifier_cache, num_per_category, verbose=True):
   """Conditional samples + the four figures + evaluate.py's metrics."""
-  from model import evaluation  # pylint: disable=import-outside-toplevel
+  from model.inference import evaluation  # pylint: disable=import-outside-toplevel
   from utils import figures as figs  # pylint: disable=import-outside-toplevel
   from utils.samples_file import load_samples  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(vdir, "model")
@@ -208,8 +209,8 @@ def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
 
 def level_l_samples(vdir, data_dir, seed, per_unit):
   """Samples of every live level-l unit -> one stacked image (path, units)."""
-  from model import sampler  # pylint: disable=import-outside-toplevel
-  from model.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
+  from model.inference import sampler  # pylint: disable=import-outside-toplevel
+  from model.storage.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(vdir, "model")
   _, model = load_trained(model_dir)
   units = sampler.live_units(model.hierarchy)

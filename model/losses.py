@@ -88,7 +88,7 @@ def mdn_loss(params, target5, training):
 
   params: any object with fields log_pi, mu_x, mu_y, sigma_x, sigma_y, rho
   (B, T, M), optionally log_sigma_x, log_sigma_y, and log_pen or pen_logits
-  (B, T, 3) (model/stroke_decoder.py's MixtureParams); target5: (B, T, 5) stroke-5 targets.  Sum over the T steps
+  (B, T, 3) (model/networks/stroke_decoder.py's MixtureParams); target5: (B, T, 5) stroke-5 targets.  Sum over the T steps
   of -log(sum_m pi_m N2(dx, dy) + 1e-6) on non-padding steps (mask = 1 - p3)
   plus the pen cross-entropy on all steps when ``training`` (a Python bool),
   on non-padding steps otherwise."""

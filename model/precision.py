@@ -4,8 +4,8 @@
 (encoder, image decoder, stroke decoder cell) compute in float16 / bfloat16
 with float32 variables (Keras dtype policies); kept in float32 whatever the
 policy: the encoder's outputs m, s (cast right after the encoder), layer norm
-statistics (model/cells.py), the mixture head and everything downstream of it
-(model/stroke_decoder.py), all losses (model/losses.py casts), the optimiser
+statistics (model/networks/cells.py), the mixture head and everything downstream of it
+(model/networks/stroke_decoder.py), all losses (model/losses.py casts), the optimiser
 and its slots.  The hierarchy is float64 throughout (model/hierarchy.py).
 
 float16 has a narrow exponent range, so its gradients are computed from the

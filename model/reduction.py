@@ -14,7 +14,7 @@ reduction object passed to it:
   term makes the sum non-finite, so the finite checks after it are global.
 
 :data:`LOCAL` is the single-device reduction (every sum the identity);
-:class:`ReplicaReduction` the tf.distribute one (model/distribute.py).
+:class:`ReplicaReduction` the tf.distribute one (model/training/distribute.py).
 """
 import keras
 import tensorflow as tf

@@ -7,7 +7,7 @@ methods; callers compile them with :meth:`RPCLPix2SeqH.compiled_train_step` /
 ``jit_compile=hps.jit_compile``).
 
 A training step is three phases, the same on one device and under
-tf.distribute (model/distribute.py), where every replica runs it on its rows
+tf.distribute (model/training/distribute.py), where every replica runs it on its rows
 of the global batch:
 
 1. compute (:meth:`RPCLPix2SeqH.losses_and_gradients`): the losses, their
@@ -28,11 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from model import losses, precision
-from model.encoder import Encoder, reparameterize
+from model.networks.encoder import Encoder, reparameterize
 from model.hierarchy import Hierarchy
-from model.image_decoder import ImageDecoder
+from model.networks.image_decoder import ImageDecoder
 from model.reduction import LOCAL
-from model.stroke_decoder import StrokeDecoder
+from model.networks.stroke_decoder import StrokeDecoder
 
 # Scalar entries of the dicts returned by train_step / eval_step.
 LOSS_KEYS = ("total", "lil", "pen", "de", "gau", "ij")
@@ -325,7 +325,7 @@ class RPCLPix2SeqH(keras.Model):
     The lil of :meth:`eval_step` before its batch mean (no dropout, pen
     loss on the sketch's own rows, method.md (41)): the summed negative
     log-likelihood of a sketch's points, offsets and pen states.  With
-    z = m its mean is eval_step's lil; model/code_worth.py passes other
+    z = m its mean is eval_step's lil; model/inference/code_worth.py passes other
     sketches' codes."""
     params = self._stroke_params(strokes5, z, training=False)
     return losses.mdn_loss(params, strokes5[:, 1:], training=False)

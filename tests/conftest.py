@@ -85,9 +85,9 @@ def tiny_model(tiny_data, tmp_path_factory):
   several test files: never write into these folders (copy them first).
   """
   import shutil
-  from model.training import train
+  from model.training.loop import train
   from hparams import CONFIG_NAME
-  from model.checkpoint import CheckpointState, load_trained
+  from model.storage.checkpoint import CheckpointState, load_trained
   root = tmp_path_factory.mktemp("tiny_model")
   data_dir = tiny_data
   model_dir = str(root / "model")

@@ -259,7 +259,7 @@ def shared(tiny_model, tmp_path_factory):
   """Folders every case links to (read-only): data, model, dead_k / dead_l (the
   model with level-k component #3 / level-l unit #1 dead), and the base URL
   of a local QuickDraw mirror."""
-  from model.checkpoint import CheckpointState, load_trained
+  from model.storage.checkpoint import CheckpointState, load_trained
   data_dir, model_dir, dead_k = tiny_model
   root = tmp_path_factory.mktemp("bad_inputs_shared")
   dead_l = str(root / "dead_l")

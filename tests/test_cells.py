@@ -1,11 +1,13 @@
-"""Decoder cells (model/cells.py) against NumPy references written here."""
+"""Decoder cells (model/networks/cells.py) against NumPy references written here."""
 import numpy as np
 import keras
 import pytest
 import tensorflow as tf
 
 import hparams
-from model import cells, recurrence
+from model.networks import cells
+from model.networks import recurrence
+from model.fast.hyper_recurrence import VERIFIED_CELL_DIGEST
 from tests.reference_paths import plain_run_cell
 
 B, T, N_IN, H = 3, 6, 7, 8
@@ -180,8 +182,8 @@ def test_hyper_gradient_matches_finite_differences():
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("dropout", [False, True])
 def test_hyper_recurrence_matches_plain_autodiff(dtype, rtol, dropout):
-  """The hand-written forward/backward (model/hyper_recurrence.py) against TF
-  autodiff of the plain loop of cell.step_from_hw (tests/reference_recurrence):
+  """The hand-written forward/backward (model/fast/hyper_recurrence.py) against TF
+  autodiff of the plain loop of cell.step_from_hw (recurrence=autodiff):
   outputs, final states and the gradients of every weight, the inputs and the
   initial states, with the same dropout masks."""
   cell = make("hyper", dtype=dtype, use_recurrent_dropout=dropout,
@@ -283,3 +285,57 @@ def test_recurrent_init_is_block_orthogonal():
   cell.build((None, 4))
   for block in np.split(cell.w_rec.numpy(), 4, axis=1):
     np.testing.assert_allclose(block.T @ block, np.eye(16), atol=1e-5)
+
+
+def test_fast_path_was_verified_for_this_cell():
+  """The fast path records the digest of the HyperLSTMCell it computes.  If
+  this fails, cells.py's math changed: the model now trains with autodiff
+  (the edited math); bring model/fast/ in line with it, check it with the
+  equivalence tests of this file and tests/test_fused_gates.py, and renew
+  VERIFIED_CELL_DIGEST with the digest printed here."""
+  digest = recurrence.cell_digest(cells.HyperLSTMCell)
+  assert digest == VERIFIED_CELL_DIGEST, digest
+  cell = make("hyper")
+  assert recurrence.uses_fused(cell, "fused")
+  assert recurrence.uses_fused(cell, "auto") == (
+      not tf.config.list_logical_devices("GPU"))
+  assert not recurrence.uses_fused(cell, "autodiff")
+  assert not recurrence.uses_fused(make("layer_norm"), "fused")   # none exists
+
+
+class _EditedHyperCell(cells.HyperLSTMCell):
+  """A researcher's edit of the cell: the output halved."""
+
+  def step_from_hw(self, xw, hw, states, training=False, seed=None):
+    h, new_states = super().step_from_hw(xw, hw, states, training, seed)
+    return 0.5 * h, [0.5 * h] + new_states[1:]
+
+
+def test_an_edited_cell_runs_with_its_own_math():
+  """A cell whose code differs from the verified one is never run by the fast
+  path, even with recurrence=fused: outputs and gradients are autodiff's of
+  the edited step, not the original math."""
+  cell = make("hyper")
+  edited = _EditedHyperCell(H, hyper_units=NH, hyper_embedding=E,
+                            recurrence="fused")
+  edited.build((None, N_IN))
+  edited.set_weights(cell.get_weights())
+  assert recurrence.cell_digest(_EditedHyperCell) != VERIFIED_CELL_DIGEST
+  assert not recurrence.uses_fused(edited)
+  x, states = random_data("hyper", np.random.default_rng(11))
+  xw = tf.constant(cell.project_inputs(x))
+
+  def run(c, choice):
+    with tf.GradientTape() as tape:
+      tape.watch(xw)
+      out, _ = recurrence.run_cell(c, xw, states, recurrence=choice)
+      loss = tf.reduce_sum(out ** 2)
+    return out.numpy(), tape.gradient(loss, xw).numpy()
+
+  got = run(edited, "fused")
+  want = run(edited, "autodiff")
+  original = run(cell, "fused")
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+  h_last = original[0][:, 0]   # step 0: the same inputs, the edit halves h
+  np.testing.assert_allclose(got[0][:, 0], 0.5 * h_last, rtol=1e-5, atol=1e-7)

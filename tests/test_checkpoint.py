@@ -35,7 +35,7 @@ def _state_values(state):
 
 
 def test_round_trip_restores_every_variable(setup, tmp_path):
-  from model.checkpoint import CheckpointState, build_model
+  from model.storage.checkpoint import CheckpointState, build_model
   hps, batches = setup
   mask = np.arange(96) % 3 == 0
   a = CheckpointState(build_model(hps, seed=1), str(tmp_path))
@@ -67,7 +67,7 @@ def test_round_trip_restores_every_variable(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def saved_run(setup, tmp_path_factory):
-  from model.checkpoint import CheckpointState, build_model
+  from model.storage.checkpoint import CheckpointState, build_model
   hps, batches = setup
   root = str(tmp_path_factory.mktemp("run"))
   save_config(os.path.join(root, CONFIG_NAME), hps)
@@ -78,7 +78,7 @@ def saved_run(setup, tmp_path_factory):
 
 
 def test_load_trained_restores_the_model(saved_run):
-  from model.checkpoint import load_trained
+  from model.storage.checkpoint import load_trained
   root, model = saved_run
   hps, loaded = load_trained(root)
   assert hps.max_seq_len == model.hps.max_seq_len

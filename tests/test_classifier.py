@@ -1,11 +1,11 @@
-"""model/classifier: the Rec classifier learns simple shapes; cache round trip."""
+"""model/inference/classifier.py: the Rec classifier learns simple shapes; cache round trip."""
 import json
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model import classifier
+from model.inference import classifier
 
 SHAPES = ("circle", "cross", "square")
 

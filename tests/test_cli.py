@@ -69,7 +69,7 @@ def test_entry_points_are_the_known_commands():
   expected = {"train.py", "sample.py", "visualization.py", "evaluate.py",
               "demo.py", "experiments/real_data.py", "data/quickdraw.py",
               "data/seq2png.py", "data/synthetic.py", "data/ndjson.py",
-              "model/import_tf1.py", "benchmarks/run_all.py"}
+              "model/tf1/import_tf1.py", "benchmarks/run_all.py"}
   assert expected <= set(ENTRY_POINTS)
 
 

@@ -1,4 +1,4 @@
-"""model/code_worth.py: the shuffle is a seeded derangement; the metric equals
+"""model/inference/code_worth.py: the shuffle is a seeded derangement; the metric equals
 an independent NumPy computation of the stroke NLL (from the decoder's raw
 outputs) with own and other sketches' codes; a decoder cut off from its code
 scores exactly 0; the validation writes valid/code_worth_* (not with an
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import code_worth
+from model.inference import code_worth
 from tests.conftest import tiny_hps
 
 
@@ -19,7 +19,7 @@ from tests.conftest import tiny_hps
 def setup(tiny_data):
   """(hps, SketchData, an untrained tiny model)."""
   from data.dataset import load_dataset
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   hps = tiny_hps()
   data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
@@ -85,7 +85,7 @@ def numpy_sketch_nll(raw, stroke3):
 def test_matches_an_independent_numpy_computation(setup):
   from data.images import to_unit_range
   from data.strokes import to_stroke5
-  from model.training import evaluate_split
+  from model.training.loop import evaluate_split
   hps, data, model = setup
   split = data.splits["test"]
   n = len(split)
@@ -119,7 +119,7 @@ def test_matches_an_independent_numpy_computation(setup):
 
 
 def test_a_decoder_blind_to_its_code_is_worth_exactly_zero(setup):
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   hps, data, _ = setup
   model = build_model(hps, seed=1)
   split = data.splits["valid"]
@@ -167,7 +167,7 @@ class _FakeState:
 def _loop(setup, monkeypatch, validate_fn, is_chief=True):
   """A _Loop around the tiny model with fake state / distribution whose
   code_worth calls are recorded."""
-  from model import training
+  from model.training import loop as training
   hps, data, model = setup
   calls = []
   monkeypatch.setattr(code_worth, "validation_scalars",

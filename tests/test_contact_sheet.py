@@ -81,7 +81,7 @@ def test_a_small_sheet_is_one_landscape_page():
 
 def test_sample_grid_pages(tmp_path):
   """synthesis.write_grid: one page while it fits, grid-2.png, ... after."""
-  from model import synthesis
+  from model.inference import synthesis
   white = np.full((48, 48), 255, np.uint8)
   item = ((white, (110, 110, 110)), (white, (0, 0, 255)))
   legend = ("t", [("a", (0, 0, 255))], "colour:")

@@ -40,7 +40,7 @@ def tree(folder):
 def place(tiny_model, tmp_path):
   """A copy of the tiny model (M) recording a copy of its data (D), and a
   folder of the user's own notes (N), all under tmp_path."""
-  from model.checkpoint import write_train_info
+  from model.storage.checkpoint import write_train_info
   data, model, _ = tiny_model
   m, d, n = tmp_path / "M", tmp_path / "D", tmp_path / "N"
   shutil.copytree(model, m)
@@ -148,7 +148,7 @@ def test_train_with_bad_data_creates_nothing(place, tmp_path):
 
 
 def test_train_removes_leftovers_of_a_killed_save_and_nothing_else(place):
-  from model import model_dir
+  from model.storage import model_dir
   m = place["M"]
   os.mkdir(os.path.join(m, "ckpt-99_temp"))
   open(os.path.join(m, "checkpoint.tmp0123abcd"), "w").close()

@@ -26,8 +26,8 @@ tf.config.set_logical_device_configuration(
 from tests.conftest import tiny_hps
 from data.dataset import load_dataset
 from data.pipeline import make_dataset
-from model.checkpoint import build_model
-from model.distribute import Distribution
+from model.storage.checkpoint import build_model
+from model.training.distribute import Distribution
 
 # Steps 0-3: lil, de, lil, lil (warm-up alternation); EM, EM, RPCL, EM.
 # Fixed-length batches: the four are stacked into one dataset below.
@@ -64,7 +64,7 @@ batches = list(make_dataset(data.splits["train"], hps, hps.max_seq_len,
                             training=True, seed=0).take(4))
 stacked = tuple(tf.stack([b[i] for b in batches]) for i in range(4))
 feed = dist.dataset(tf.data.Dataset.from_tensor_slices(stacked))
-dfn, sfn = dist.train_fn(dm), sm.compiled_train_step()
+dfn, sfn = dist.replicated_train_step(dm), sm.compiled_train_step()
 for i, (db, b) in enumerate(zip(feed, batches)):
   od, os_ = dfn(db), sfn(b)
   for k in od:
@@ -122,8 +122,8 @@ ports, index, log_root, data_dir = sys.argv[1:5]
 os.environ["TF_CONFIG"] = json.dumps({
     "cluster": {"worker": ["127.0.0.1:" + p for p in ports.split(",")]},
     "task": {"type": "worker", "index": int(index)}})
-from model import training
-from model.distribute import model_fingerprint
+from model.training import loop as training
+from model.training.distribute import model_fingerprint
 from tests.conftest import tiny_hps
 # The real distributed validation runs, but its criterion is replaced by a
 # fixed sequence (improve, miss, improve) so that both the save and the
@@ -171,8 +171,8 @@ def test_mirrored_two_cpus_equals_single_device(tiny_data):
 
 def test_multi_worker_two_processes_one_consistent_checkpoint(tiny_data,
                                                               tmp_path):
-  from model.checkpoint import load_trained
-  from model.distribute import model_fingerprint
+  from model.storage.checkpoint import load_trained
+  from model.training.distribute import model_fingerprint
   log_root, temp = str(tmp_path / "run"), tmp_path / "worker_tmp"
   temp.mkdir()
   ports = ",".join(map(str, _free_ports(2)))

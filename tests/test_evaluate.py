@@ -1,4 +1,4 @@
-"""model/evaluation.py: the metric core with stand-in encoder / hierarchy /
+"""model/inference/evaluation.py: the metric core with stand-in encoder / hierarchy /
 classifier, style labels, reference checks, and evaluate() end to end (the
 CLI's bad inputs are cases of tests/test_bad_inputs.py)."""
 import collections
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from model import evaluation
+from model.inference import evaluation
 from tests.test_classifier import SHAPES, draw_shapes
 from tests.test_visualization import write_samples
 from utils import figures
@@ -159,8 +159,8 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
   the real encoder, and Rec equals the classifier's accuracy on them."""
   import json
   from data.dataset import load_dataset
-  from model import classifier as cls
-  from model.checkpoint import load_trained
+  from model.inference import classifier as cls
+  from model.storage.checkpoint import load_trained
   data_dir, model_dir = trained
   hps, model = load_trained(model_dir)
   test = load_dataset(data_dir, hps).splits["test"]
@@ -203,7 +203,7 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
 
 def test_visualize_sample_py_output(trained, tmp_path):
   """The real samples.npz of sample.py goes through visualization unchanged."""
-  from model import synthesis
+  from model.inference import synthesis
   data_dir, model_dir = trained
   out = tmp_path / "samples"
   synthesis.synthesize(model_dir, str(out), data_dir=data_dir, num_per_category=4)

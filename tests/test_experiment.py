@@ -125,7 +125,7 @@ def test_rerun_reuses_trained_variants(run):
 def test_read_live_counts_from_event_file(tmp_path):
   import tensorflow as tf
   from experiments.report import read_live_counts
-  from model.training import write_scalars
+  from model.training.loop import write_scalars
   writer = tf.summary.create_file_writer(str(tmp_path))
   write_scalars(writer, "train", {"num_live_k": 4.0,
                                   "pi_l": [0.5, 0.45, 0.05, 0.0]}, 10)

@@ -162,9 +162,9 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
   """Inf strokes in one batch, NaN images in another, a NaN loss three times
   in a row: each step is skipped and logged, the third restores the last
   checkpoint, the run reaches num_steps with finite weights and hierarchy."""
-  from model import training
+  from model.training import loop as training
   from data import pipeline
-  from model.checkpoint import load_trained
+  from model.storage.checkpoint import load_trained
   real_batch = pipeline.BatchMaker.batch
 
   def batch(self, epoch, index):
@@ -202,7 +202,7 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
 
 def test_persistent_nan_stops_with_one_line_and_intact_checkpoint(
     tiny_model, tmp_path, monkeypatch, watched_steps):
-  from model.checkpoint import load_trained
+  from model.storage.checkpoint import load_trained
   poison_loss(monkeypatch, at_step=6, times=10 ** 6)
   args = [f"--log_root={tmp_path}", f"--data_dir={tiny_model[0]}", "--preset=tiny",
           f"--hparams={HPARAMS}", "--save_every_steps=4", "--num_steps=50"]

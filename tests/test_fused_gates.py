@@ -1,13 +1,16 @@
-"""The C++ kernels of the main cell's step (model/fused_gates.py) against a
+"""The C++ kernels of the main cell's step (model/fast/fused_gates.py) against a
 NumPy reference of the equations, and the fused recurrence against the
 TensorFlow-op one (values and every gradient, with and without dropout)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import cells, fused_gates, native_ops, recurrence
-from model.hyper_fused import FUSED
-from model.hyper_recurrence import TF_OPS, run_hyper
+from model.networks import cells
+from model.fast import fused_gates
+from model.fast import native_ops
+from model.networks import recurrence
+from model.fast.hyper_fused import FUSED
+from model.fast.hyper_recurrence import TF_OPS, run_hyper
 
 B, T, H, NH, E = 6, 9, 12, 8, 4
 EPS = 1e-3

@@ -1,4 +1,4 @@
-"""The instance-norm kernels (model/fused_norm.py, model/kernels/instance_norm.cc)
+"""The instance-norm kernels (model/fast/fused_norm.py, model/fast/kernels/instance_norm.cc)
 against a NumPy transcription of the equations and against Keras'
 GroupNormalization (values and every gradient), the path selection, and
 bit-determinism."""
@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from hparams import get_hparams
-from model import fused_norm, native_ops
-from model.encoder import Encoder, InstanceNorm
+from model.fast import fused_norm
+from model.fast import native_ops
+from model.networks.encoder import Encoder, InstanceNorm
 
 pytestmark = pytest.mark.skipif(
     native_ops.kernels() is None,

@@ -37,6 +37,7 @@ def test_parse_original_string():
     ("conv_init=glorot", "conv_init"),
     ("on_miss=ignore", "on_miss"),
     ("eval_sketches=-1", "eval_sketches"),
+    ("recurrence=cudnn", "recurrence"),
 ])
 def test_bad_hparams_raise_one_clear_error(text, needle):
   with pytest.raises(hp.HParamsError) as e:

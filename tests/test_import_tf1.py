@@ -1,4 +1,4 @@
-"""model/import_tf1.py: a checkpoint written as the released TF1 code names
+"""model/tf1/import_tf1.py: a checkpoint written as the released TF1 code names
 its variables (tests/release_tf1.py) becomes a model folder that load_trained,
 sample.py and evaluate.py read, with every variable consumed, every weight
 assigned, and the networks computing what the release's equations compute
@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 import hparams as hp
-from model import tf1_layout
-from model.checkpoint import load_trained
-from model.import_tf1 import import_checkpoint
+from model.tf1 import tf1_layout
+from model.storage.checkpoint import load_trained
+from model.tf1.import_tf1 import import_checkpoint
 from tests.cli_harness import run_in_process
 from tests.conftest import TINY_CATS
 from tests.release_tf1 import release_graph, write_release_checkpoint
@@ -39,7 +39,7 @@ def graph_shapes(graph):
 
 def test_release_names_and_shapes_and_the_map_cover_the_model(monkeypatch):
   import keras
-  from model.checkpoint import build_model
+  from model.storage.checkpoint import build_model
   hps = hp.get_hparams("release", "max_seq_len=4")
   graph, _ = release_graph(hps, values=False)     # names/shapes only
   shapes = graph_shapes(graph)
@@ -94,7 +94,7 @@ def imported(tmp_path_factory, tiny_data):
   values = write_release_checkpoint(str(root / "release"), small(),
                                     config_changes=dict(max_seq_len=longest))
   out = str(root / "model")
-  code, stdout, stderr = run_in_process("model.import_tf1", [
+  code, stdout, stderr = run_in_process("model.tf1.import_tf1", [
       f"--checkpoint={root / 'release'}", f"--out_dir={out}",
       f"--data_dir={tiny_data}"])
   assert code == 0, stderr
@@ -250,7 +250,7 @@ def test_import_maps_every_variable_and_the_networks_agree(imported):
   check_decoder(t, hps, model)
   # the step (para.npz count = 3 Adam steps) and the Adam moments, restored
   # as train.py --resume_training would
-  from model.checkpoint import CheckpointState, build_model
+  from model.storage.checkpoint import CheckpointState, build_model
   fresh = build_model(hps)
   state = CheckpointState(fresh, out)
   state.restore()
@@ -297,7 +297,7 @@ def bad(tmp_path, **kwargs):
   config_changes = kwargs.pop("config_changes", None)
   write_release_checkpoint(folder, small(), adam=kwargs.pop("adam", False),
                            config_changes=config_changes, **kwargs)
-  code, _, err = run_in_process("model.import_tf1", [
+  code, _, err = run_in_process("model.tf1.import_tf1", [
       f"--checkpoint={folder}", f"--out_dir={tmp_path / 'out'}"])
   return code, err
 
@@ -335,6 +335,6 @@ def test_bad_arguments(tmp_path, imported):
       ([f"--checkpoint={out}", f"--out_dir={tmp_path / 'o'}"], "no variable under RPCL-pix2seq/"),
       ([f"--checkpoint={out}", f"--out_dir={out}"], "is not an empty folder"),
       ([f"--out_dir={tmp_path / 'o'}"], "--checkpoint is required")]:
-    code, _, err = run_in_process("model.import_tf1", args)
+    code, _, err = run_in_process("model.tf1.import_tf1", args)
     assert code == 2 and needle in err and err.count("\n") == 1, (args, err)
   assert json.load(open(os.path.join(out, hp.CONFIG_NAME)))["dec_model"] == "hyper"

@@ -84,7 +84,7 @@ def _flag_definitions(path):
 def test_one_flag_convention():
   """Flags sit at the top of the file: at module level in the programs (which
   nothing imports), under ``if __name__ == "__main__":`` in any module that
-  another file imports (data/*.py, model/import_tf1.py), so that importing it
+  another file imports (data/*.py, model/tf1/import_tf1.py), so that importing it
   defines no flag; nothing needs allow_override."""
   files = project_files()
   assert PROGRAMS <= set(files)

@@ -5,7 +5,7 @@ silently runs TensorFlow ops (slower, same math), so a build that breaks on a
 new CPU or compiler would otherwise show only in the benchmarks."""
 import pytest
 
-from model import native_ops
+from model.fast import native_ops
 
 
 @pytest.mark.skipif(native_ops._compiler() is None, reason="no C++ compiler")

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 import hparams
-from model import encoder as enc
-from model.image_decoder import ImageDecoder
-from model.stroke_decoder import StrokeDecoder, split_params
+from model.networks import encoder as enc
+from model.networks.image_decoder import ImageDecoder
+from model.networks.stroke_decoder import StrokeDecoder, split_params
 
 
 def np_instance_norm(x, scale, offset, eps=1e-6):

@@ -118,7 +118,7 @@ def test_sample_overwrite_replaces_a_folder_with_projector_files(
     tiny_model, tmp_path):
   """The projector files are recorded in the samples folder's manifest, so
   sample.py --overwrite may replace the folder (and drops them)."""
-  from model import synthesis
+  from model.inference import synthesis
   data_dir, model_dir, _ = tiny_model
   out = str(tmp_path / "s")
   synthesis.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3)

@@ -48,7 +48,7 @@ try:
   runpy.run_path(os.path.join(os.environ["PYTHONPATH"], "train.py"), run_name="__main__")
 except SystemExit as e:
   assert not e.code, e.code
-from model import synthesis
+from model.inference import synthesis
 log_root = [a for a in args if a.startswith("--log_root=")][0].split("=", 1)[1]
 synthesis.synthesize(log_root, out_path + ".samples", num_per_category=3,
                      seed=int(os.environ["SAMPLE_SEED"]))
@@ -147,7 +147,7 @@ def test_same_seed_same_batches_in_both_processes(tiny_model, rerun):
 
 def test_same_seed_same_sketches(tiny_model, rerun, tmp_path):
   """sample.py (conditional: references, encoder, decoder) in both processes."""
-  from model import synthesis
+  from model.inference import synthesis
   synthesis.synthesize(tiny_model[1], str(tmp_path / "s"), num_per_category=3,
                        seed=SAMPLE_SEED)
   out = []

@@ -1,4 +1,4 @@
-"""sample.py's synthesis (model/synthesis.py): outputs of every mode,
+"""sample.py's synthesis (model/inference/synthesis.py): outputs of every mode,
 determinism, atomic output folder.  The tiny model is the session's
 (tests/conftest.py: tiny_model); sample.py's bad inputs are cases of
 tests/test_bad_inputs.py.
@@ -26,7 +26,7 @@ def trained(tiny_model):
 
 
 def run(trained, out, **kw):
-  from model import synthesis
+  from model.inference import synthesis
   data_dir, model_dir, _ = trained
   kw.setdefault("data_dir", data_dir)
   kw.setdefault("num_per_category", N)
@@ -47,7 +47,7 @@ def conditional(trained, tmp_path_factory):
 def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
   from data.dataset import load_dataset
   from data.raster import render_many
-  from model.checkpoint import load_trained
+  from model.storage.checkpoint import load_trained
   from PIL import Image
   out, summary = conditional
   s = load(out)
@@ -88,7 +88,7 @@ def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
 
 
 def test_same_seed_same_sketches(trained, conditional, tmp_path):
-  from model import synthesis
+  from model.inference import synthesis
   run(trained, tmp_path / "again", seed=3)
   a, b = load(conditional[0]), load(tmp_path / "again")
   assert len(a["strokes"]) == len(b["strokes"])
@@ -152,8 +152,8 @@ def test_old_config_with_missing_fields_still_samples(trained, tmp_path):
 
 
 def test_all_level_l_is_every_live_unit_as_level_l_gives_it(trained, tmp_path):
-  from model import sampler
-  from model.checkpoint import load_trained
+  from model.inference import sampler
+  from model.storage.checkpoint import load_trained
   _, model = load_trained(trained[1])
   live = sampler.live_units(model.hierarchy)
   assert live

@@ -1,4 +1,4 @@
-"""model/sampler.py: the batched tf.while_loop sampler and the code helpers.
+"""model/inference/sampler.py: the batched tf.while_loop sampler and the code helpers.
 
 A tiny stand-in decoder (the StrokeDecoder interface: initial_state / step /
 split_params) lets the loop be checked against a NumPy re-implementation of
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import sampler
+from model.inference import sampler
 from utils.errors import UserError
 
 Params = collections.namedtuple(
@@ -270,7 +270,7 @@ def tiny_hps():
 
 
 def test_real_stroke_decoder_batched_equals_single_and_stops():
-  from model.stroke_decoder import StrokeDecoder
+  from model.networks.stroke_decoder import StrokeDecoder
   hps = tiny_hps()
   dec = StrokeDecoder(hps)
   dec.build()

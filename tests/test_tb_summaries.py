@@ -1,4 +1,4 @@
-"""TensorBoard logs of a run (train.py + model/summaries.py), read back with
+"""TensorBoard logs of a run (train.py + model/training/summaries.py), read back with
 tensorboard's own event reader (plugin_event_multiplexer), on the session's
 tiny model (tests/conftest.py: validated at steps 3 and 6)."""
 import io
@@ -53,7 +53,7 @@ def test_scalars_a_researcher_looks_at(events):
 
 def test_images_at_every_validation(events):
   from PIL import Image
-  from model import summaries
+  from model.training import summaries
   assert {summaries.RECON_TAG, summaries.LEVEL_L_TAG} <= _tags(events, "images")
   for tag in (summaries.RECON_TAG, summaries.LEVEL_L_TAG):
     values = _values(events, tag)
@@ -67,7 +67,7 @@ def test_images_at_every_validation(events):
 
 
 def test_prior_histograms_match_the_logged_priors(events):
-  from model import summaries
+  from model.training import summaries
   assert {summaries.PI_K_TAG, summaries.PI_L_TAG} <= _tags(events, "histograms")
   pi_k, pi_l = (_values(events, t) for t in (summaries.PI_K_TAG,
                                               summaries.PI_L_TAG))
@@ -85,7 +85,7 @@ def test_prior_histograms_match_the_logged_priors(events):
 
 def test_model_config_as_text(events, tiny_model):
   from hparams import CONFIG_NAME
-  from model import summaries
+  from model.training import summaries
   assert summaries.CONFIG_TAG in _tags(events, "text")
   (text,) = _values(events, summaries.CONFIG_TAG).values()
   text = text.item().decode()
@@ -95,7 +95,7 @@ def test_model_config_as_text(events, tiny_model):
 
 
 def test_pick_spread_and_index_histogram():
-  from model.summaries import index_histogram, pick_spread
+  from model.training.summaries import index_histogram, pick_spread
   labels = np.array([0, 0, 0, 1, 1, 2, 0, 2])
   np.testing.assert_array_equal(pick_spread(labels, 4), [0, 1, 3, 5])
   np.testing.assert_array_equal(pick_spread(labels, 6), [0, 1, 3, 4, 5, 7])
@@ -109,8 +109,8 @@ def test_summaries_change_no_model_state(tiny_model, tmp_path):
   RNG state) as it was, so training logs the same losses with or without."""
   import tensorflow as tf
   from data.dataset import load_dataset
-  from model.checkpoint import load_trained
-  from model.summaries import ValidationSummaries
+  from model.storage.checkpoint import load_trained
+  from model.training.summaries import ValidationSummaries
   hps, model = load_trained(tiny_model[1])
   before = [v.numpy().copy() for v in model.variables]
   s = ValidationSummaries(load_dataset(tiny_model[0], hps).splits["valid"], hps)

@@ -10,7 +10,7 @@ page starts with a legend: a title line (with "page i/n") and colour swatches.
 
 :func:`layout` only computes positions (tested for bounds and completeness);
 :func:`render_pages` draws them.  Used by sample.py's grid.png and by the
-TensorBoard images of model/summaries.py.
+TensorBoard images of model/training/summaries.py.
 """
 import math
 

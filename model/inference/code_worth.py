@@ -106,7 +106,7 @@ def code_worth(model, split, max_sketches=0, seed=0, on_batch=None):
 def validation_scalars(model, split, max_sketches=VALID_SKETCHES):
   """``{"code_worth_per_sketch", "code_worth_per_point"}`` of a seeded subset
   of at most ``max_sketches`` sketches (the same ones at every validation;
-  written as valid/... scalars by model/training.py), {} under 2 sketches."""
+  written as valid/... scalars by model/training/loop.py), {} under 2 sketches."""
   result = code_worth(model, split, max_sketches)
   if result is None:
     return {}

@@ -1,7 +1,7 @@
 """The HyperLSTM recurrence with a hand-written backward pass.
 
 ``run_hyper(cell, xw, states, base_seed)`` computes what looping
-``cell.step_from_hw`` over the projected inputs computes (model/cells.py,
+``cell.step_from_hw`` over the projected inputs computes (model/networks/cells.py,
 method.md §2), to float rounding, as two ``tf.while_loop``s of few ops inside
 one ``tf.custom_gradient``:
 
@@ -28,7 +28,12 @@ float32.  Memory kept for the backward: ~T*B*(27H + 14Nh) floats.
 """
 import tensorflow as tf
 
-from model.cells import LN_EPSILON
+
+# model/networks/recurrence.cell_digest of the HyperLSTMCell this path
+# computes: when cells.py's code changes, the model stops using this path
+# (recurrence.fused_matches) until it is checked and this digest renewed.
+VERIFIED_CELL_DIGEST = ("79bacc294885d34405dbece5370fe2bd"
+                        "61c5d60c7d58a37fe7070af618fe4918")
 
 _LOW = (tf.float16, tf.bfloat16)
 GATE_SCALE = (1.0, 2.0, 1.0, 1.0)   # sigmoid(2j) gives tanh(j) = 2 s - 1
@@ -41,11 +46,11 @@ def elementwise_dtype(mm_dtype):
   return tf.float32 if mm_dtype in _LOW else mm_dtype
 
 
-def _norm(x):
+def _norm(x, epsilon):
   """Layer-norm statistics over the last axis: (x_hat, 1/sqrt(var + eps))."""
   centred = x - tf.reduce_mean(x, -1, keepdims=True)
   rs = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), -1, keepdims=True)
-                     + LN_EPSILON)
+                     + epsilon)
   return centred * rs, rs
 
 
@@ -74,6 +79,7 @@ class _Cell:
     self.units, self.nh, self.emb = (cell.units, cell.hyper_units,
                                      cell.hyper_embedding)
     self.mm, self.ew = tf.as_dtype(mm_dtype), elementwise_dtype(mm_dtype)
+    self.epsilon = cell.ln_epsilon
 
   def inputs(self, cell):
     """The weight tensors passed through the custom gradient (autodiff maps
@@ -149,14 +155,14 @@ def hyper_cell_forward(cl, hp, hc, out):
   """The hyper layer-norm LSTM's elementwise step from its gate
   pre-activations hp (B, 4Nh); stores what the backward needs in ``out``.
   -> (hyper h, hyper c)."""
-  out["h_hat"], out["h_rs"] = _norm(tf.reshape(hp, [-1, 4, cl.nh]))
+  out["h_hat"], out["h_rs"] = _norm(tf.reshape(hp, [-1, 4, cl.nh]), cl.epsilon)
   h_act = tf.sigmoid(out["h_hat"] * cl.h_ln_g + cl.h_ln_b)
   out["h_d_act"] = h_act * (1.0 - h_act)         # the sigmoids' derivative
   hsi, hsj, hsf, hso = tf.unstack(h_act, axis=1)
   htj = 2.0 * hsj - 1.0
   out.update(hsi=hsi, htj=htj, hsf=hsf, hso=hso)
   hc = hc * hsf + hsi * htj
-  out["hc_hat"], out["hc_rs"] = _norm(hc)
+  out["hc_hat"], out["hc_rs"] = _norm(hc, cl.epsilon)
   out["hct"] = tf.tanh(out["hc_hat"] * cl.h_ln_cg + cl.h_ln_cb)
   return out["hct"] * hso, hc
 
@@ -231,7 +237,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     out["ax"], out["ah"], bh = tf.split(ab, 3, axis=1)
     out["hm"] = hm
     pre = out["ax"] * cl.to_ew(inputs["xm"].read(t)) + out["ah"] * hm + bh
-    out["g_hat"], out["g_rs"] = _norm(tf.reshape(pre, [-1, 4, units]))
+    out["g_hat"], out["g_rs"] = _norm(tf.reshape(pre, [-1, 4, units]), cl.epsilon)
     act = tf.sigmoid(out["g_hat"] * cl.ln_g + cl.ln_b)
     out["d_act"] = act * (1.0 - act)
     si, sj, sf, so = tf.unstack(act, axis=1)
@@ -241,7 +247,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
       g = g * out["mask"]
     out.update(si=si, g=g, sf=sf, so=so)
     c = c * sf + si * g
-    out["c_hat"], out["c_rs"] = _norm(c)
+    out["c_hat"], out["c_rs"] = _norm(c, cl.epsilon)
     out["ct"] = tf.tanh(out["c_hat"] * cl.ln_cg + cl.ln_cb)
     h = out["ct"] * so
     return out, (h, c, hh, hc)
@@ -370,7 +376,7 @@ def run_hyper(cell, xw, states, base_seed=None, path=TF_OPS):
   """``cell`` (a built HyperLSTMCell) over projected inputs xw (B, T, F) from
   ``states`` [h, c, hyper_h, hyper_c]; ``base_seed`` (2,) int32 or None (no
   recurrent dropout); ``path``: TF_OPS or the fused kernels'
-  (model/hyper_fused.py).  Returns (outputs (B, T, H), final states)."""
+  (model/fast/hyper_fused.py).  Returns (outputs (B, T, H), final states)."""
   units = cell.units
   cl = _Cell(cell, xw.dtype)
   keep_prob = cell.dropout_keep_prob

@@ -1,6 +1,6 @@
 """The evaluation metrics of evaluate.py (method.md §8).
 
-- Rec: accuracy of a Sketch-a-Net-style classifier (model/classifier.py,
+- Rec: accuracy of a Sketch-a-Net-style classifier (model/inference/classifier.py,
   trained once on the model's categories and cached in
   ``<model_dir>/classifier/``) on the generated sketches, against their
   category;
@@ -9,7 +9,7 @@
 - clustering: purity / NMI / ARI of the level-k and level-l labels of the
   test codes against the categories (and the style labels of the embedded
   synthetic data when ``<cat>_styles.npz`` exists); live component counts;
-- the code's worth (model/code_worth.py): the test split's mean stroke loss
+- the code's worth (model/inference/code_worth.py): the test split's mean stroke loss
   with the codes shuffled among the sketches minus with their own codes, in
   nats per sketch and per point (~0: the decoder ignores its code).
 
@@ -163,7 +163,7 @@ def check_output(output, model_dir, data_dir):
   """Refuses an --output inside the model or data folder (or recorded data
   folder), a folder, a file this program's evaluate step did not write, or
   an unwritable place."""
-  from model.checkpoint import recorded_data_dir  # pylint: disable=import-outside-toplevel
+  from model.storage.checkpoint import recorded_data_dir  # pylint: disable=import-outside-toplevel
   ownership.refuse_overlap("--output", output, [
       ("--model_dir", model_dir), ("--data_dir", data_dir),
       (f"the data folder recorded in {model_dir}", recorded_data_dir(model_dir))])
@@ -181,9 +181,9 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
   test sketches (0: the whole test split)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from data.dataset import load_dataset  # pylint: disable=import-outside-toplevel
-  from model import classifier as cls  # pylint: disable=import-outside-toplevel
-  from model import code_worth  # pylint: disable=import-outside-toplevel
-  from model.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
+  from model.inference import classifier as cls  # pylint: disable=import-outside-toplevel
+  from model.inference import code_worth  # pylint: disable=import-outside-toplevel
+  from model.storage.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
 
   if not output and not samples_dir:
     raise UserError("--output is required when --samples_dir is empty")

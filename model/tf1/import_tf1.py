@@ -8,7 +8,7 @@ evaluate.py load.
 ``--checkpoint`` is the release's ``--log_root`` (its latest checkpoint, with
 the ``model_config.json`` and ``para.npz`` the release writes there) or one
 checkpoint prefix (``DIR/vector-12``).  Every variable is accounted for: the
-weights and the GMM state are mapped onto ours (model/tf1_layout.py), the
+weights and the GMM state are mapped onto ours (model/tf1/tf1_layout.py), the
 Adam moments onto our Adam's, ``beta1/2_power`` and para.npz's step count give
 the step, and ``num_of_steps`` (fed, never stored) is ignored; a missing,
 mis-shaped or unknown variable is a one-line error naming it.
@@ -79,7 +79,7 @@ def open_checkpoint(path):
   except (tf.errors.OpError, ValueError) as e:
     raise UserError(f"checkpoint {prefix!r} is unreadable: "
                     f"{str(e).strip().splitlines()[0][:200]}") from None
-  from model.tf1_layout import SCOPE
+  from model.tf1.tf1_layout import SCOPE
   if not any(name.startswith(SCOPE + "/") for name in shapes):
     example = sorted(shapes)[0] if shapes else "nothing"
     raise UserError(f"checkpoint {prefix!r} is not one of the released "
@@ -125,7 +125,7 @@ def build_hparams(shapes, config_path=None, overrides=""):
   """The ``release`` preset, the architecture read off ``shapes``, the
   release's config (if any), then ``overrides`` (see the module doc)."""
   from hparams import HParams, _split_assignments, get_hparams
-  from model.tf1_layout import infer_architecture
+  from model.tf1.tf1_layout import infer_architecture
   arch = infer_architecture(shapes)
   base = get_hparams("release")
   changes = {}
@@ -186,7 +186,7 @@ def check_names(shapes, hps, prefix):
   """Every variable of ``shapes`` is the release's (weights, GMM state,
   num_of_steps, Adam slots and powers) with the expected shape, and none of
   the release's is missing.  Returns (has Adam slots, names of the powers)."""
-  from model.tf1_layout import release_shapes, trainable_names
+  from model.tf1.tf1_layout import release_shapes, trainable_names
   expected = release_shapes(hps)
   missing = sorted(set(expected) - set(shapes))
   if missing:
@@ -237,7 +237,7 @@ def find_slots(shapes, trainable):
 
 def slot_reader(slots):
   """{(variable, suffix): slot name}, preferring the release's own prefix."""
-  from model.tf1_layout import SCOPE
+  from model.tf1.tf1_layout import SCOPE
   out = {}
   for name, key in sorted(slots.items()):
     if key not in out or name == f"{SCOPE}/{key[0]}/{key[1]}":
@@ -250,7 +250,7 @@ def step_count(reader, powers, para):
   0.999^(steps + 1); None when neither is there."""
   if para is not None and "count" in para:
     return int(para["count"])
-  from model.tf1_layout import SCOPE
+  from model.tf1.tf1_layout import SCOPE
   candidates = [p for p in powers if p.endswith("/beta2_power")]
   if f"{SCOPE}/beta2_power" in candidates:   # the training model's optimiser
     candidates = [f"{SCOPE}/beta2_power"]
@@ -314,8 +314,8 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
   para = read_para(folder)
 
   from hparams import CONFIG_NAME, save_config
-  from model.checkpoint import CheckpointState, build_model, write_train_info
-  from model.tf1_layout import NON_WEIGHTS, weight_map
+  from model.storage.checkpoint import CheckpointState, build_model, write_train_info
+  from model.tf1.tf1_layout import NON_WEIGHTS, weight_map
   model = build_model(hps)
   assignments = weight_map(model)
   targets = {id(a.variable) for a in assignments}

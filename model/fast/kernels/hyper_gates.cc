@@ -1,6 +1,6 @@
 // The elementwise part of one HyperLSTM time step, forward and backward, as
 // one kernel call per cell and direction (method.md §2; the Python side and
-// the TensorFlow-op fallback: model/fused_gates.py, model/hyper_fused.py).
+// the TensorFlow-op fallback: model/fast/fused_gates.py, model/fast/hyper_fused.py).
 //
 // The per-row math of a layer-norm LSTM step and the layout of ``saved``:
 // ln_lstm_row.h.

@@ -16,7 +16,7 @@ probability ``dropout_keep_prob``, a new mask every step) when enabled and train
 Gate layout: every fused pre-activation is ``[i | j | f | o]`` (input gate, candidate,
 forget gate, output gate), H columns each.  The input-side projection is a separate
 method, ``project_inputs(x)``, that works on a whole sequence (B, T, in) at once; the
-recurrence (model/recurrence.py) then only does ``recurrent_step(xw, states)`` =
+recurrence (model/networks/recurrence.py) then only does ``recurrent_step(xw, states)`` =
 ``step_from_hw(xw, h @ w_rec, states)``.  ``call(x, states)`` (what
 ``keras.layers.RNN`` uses) is exactly ``recurrent_step(project_inputs(x), states)``, so
 training and one-step sampling share weights and arithmetic.
@@ -115,9 +115,13 @@ def stateless_dropout(x, keep_prob, seed):
 class _RecurrentCell(keras.layers.Layer):
   """Shared plumbing: dropout, the keras RNN ``call``, zero initial state."""
 
+  ln_epsilon = LN_EPSILON
+
   def __init__(self, units, forget_bias=1.0, use_recurrent_dropout=False,
-               dropout_keep_prob=0.9, seed=None, **kwargs):
+               dropout_keep_prob=0.9, seed=None, recurrence="auto", **kwargs):
     super().__init__(**kwargs)
+    # How model/networks/recurrence.py runs this cell over a sequence.
+    self.recurrence = recurrence
     self.units = int(units)
     self.forget_bias = float(forget_bias)
     self.use_recurrent_dropout = bool(use_recurrent_dropout)
@@ -172,10 +176,6 @@ class _RecurrentCell(keras.layers.Layer):
     if bias is not None:
       zw = zw + bias
     return ops.matmul(x_seq, self.w_in[:n]) + ops.expand_dims(zw, 1)
-
-  # For LSTM / layer norm, gates = xw + hw, so dL/d(hw_t) = dL/d(xw_t): the
-  # recurrence (model/recurrence.py) uses that to defer the w_rec gradient.
-  rec_grad_is_input_grad = True
 
   def recurrent_step(self, xw, states, training=False, seed=None):
     """One step from projected inputs xw (B, F): returns (h, new_states).
@@ -336,9 +336,6 @@ class HyperLSTMCell(_RecurrentCell):
                                 self.hyper_ln_c_beta)) * o
     return new_h, new_c
 
-  # dL/d(xw) != dL/d(hw): the x and h parts are scaled by different factors.
-  rec_grad_is_input_grad = False
-
   def step_from_hw(self, xw, hw, states, training=False, seed=None):
     """xw = x @ w_in and hw = h @ w_rec, both (B, 4H + 4Nh)."""
     h, c, hyper_h, hyper_c = states
@@ -361,7 +358,8 @@ def make_cell(hps, dtype=None):
   """The decoder cell named by ``hps.dec_model`` (lstm | layer_norm | hyper)."""
   common = dict(forget_bias=1.0,
                 use_recurrent_dropout=hps.use_recurrent_dropout,
-                dropout_keep_prob=hps.recurrent_dropout_prob, dtype=dtype)
+                dropout_keep_prob=hps.recurrent_dropout_prob,
+                recurrence=hps.recurrence, dtype=dtype)
   if hps.dec_model == "lstm":
     return LSTMCell(hps.dec_rnn_size, name="lstm_cell", **common)
   if hps.dec_model == "layer_norm":

@@ -2,7 +2,7 @@
 
 :func:`synthesize` checks every argument and the output folder before
 anything is loaded, builds the codes of the chosen mode (:func:`build_codes`),
-decodes them all together with model/sampler.py and publishes the output
+decodes them all together with model/inference/sampler.py and publishes the output
 folder (per-sketch SVG + PNG, grid.png pages, samples.npz written by
 utils/samples_file.py) atomically through utils.io.publish_dir.
 """
@@ -38,7 +38,7 @@ def check_output_dir(path, overwrite, model_dir, data_dir=None):
   or recorded in the model's train_info.json), a file, a non-empty folder
   without --overwrite, a folder holding files this program did not write, or
   no write access -- all before anything is loaded or written."""
-  from model.checkpoint import recorded_data_dir
+  from model.storage.checkpoint import recorded_data_dir
   ownership.refuse_overlap("--output_dir", path, [
       ("--model_dir", model_dir), ("--data_dir", data_dir),
       (f"the data folder recorded in {model_dir}",
@@ -72,7 +72,7 @@ def check_args(num_per_category, temperature, greedy, steps, max_len, modes):
 
 def load_test_split(model_dir, data_dir, hps, why):
   from data.dataset import load_dataset
-  from model.checkpoint import recorded_data_dir
+  from model.storage.checkpoint import recorded_data_dir
   data_dir = data_dir or recorded_data_dir(model_dir)
   if not data_dir:
     raise UserError(f"--data_dir is required for {why} (no data folder is "
@@ -110,7 +110,7 @@ def _codes_from_units(h, units, n, seed):
   """n codes from each level-l unit of ``units`` (each unit's codes those
   ``--level_l`` gives it, whatever the other units); grid rows by unit and
   component."""
-  from model import sampler
+  from model.inference import sampler
   zs, rows = [], []
   for i, l in enumerate(units):
     z, ks = sampler.codes_from_level_l(h, l, n, seed)
@@ -125,7 +125,7 @@ def _codes_from_units(h, units, n, seed):
 def build_codes(model, hps, model_dir, data_dir, a):
   """Codes and bookkeeping for the chosen mode -> dict (z, category, ref_index,
   ref_images, mode, rows) where rows group sketch indices for the grid."""
-  from model import sampler
+  from model.inference import sampler
   h, n, seed = model.hierarchy, a["num_per_category"], a["seed"]
   K, L, C = hps.num_components, hps.num_units, len(hps.categories)
   none = lambda m: np.full(m, -1, np.int32)
@@ -289,8 +289,8 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
                   all_level_l=True if all_level_l else None))
   check_output_dir(output_dir, overwrite, model_dir, data_dir)
   from data.raster import render_many
-  from model import sampler
-  from model.checkpoint import load_trained, recorded_data_dir
+  from model.inference import sampler
+  from model.storage.checkpoint import load_trained, recorded_data_dir
   from utils.drawing import palette
   hps, model = load_trained(model_dir)
   codes = build_codes(model, hps, model_dir, data_dir, a)

@@ -1,14 +1,14 @@
-"""The project's C++ kernels (model/kernels/*.cc): build on first use, load, and
+"""The project's C++ kernels (model/fast/kernels/*.cc): build on first use, load, and
 the rule for when a traced function may use them.
 
 All sources (``*.cc``, with their ``*.h``) are compiled together, with the
 C++ compiler and the headers that ship with the TensorFlow wheel
 (``tf.sysconfig``), into one library in
-``model/kernels/build/`` (or, if that is not writable, a per-user folder in
+``model/fast/kernels/build/`` (or, if that is not writable, a per-user folder in
 the temp directory), named by a hash of the sources, TensorFlow's version and
 flags and the CPU, so a stale build is never loaded.  Each kernel family
-(``GATES``: the HyperLSTM step, model/fused_gates.py; ``NORM``: the encoder's
-instance norms, model/fused_norm.py) can be switched off for A/B runs.  Without
+(``GATES``: the HyperLSTM step, model/fast/fused_gates.py; ``NORM``: the encoder's
+instance norms, model/fast/fused_norm.py) can be switched off for A/B runs.  Without
 a compiler, on a failed build, on a GPU, under XLA (jit_compile), for other
 dtypes than float32, or with ``RPCL_CPU_KERNELS=0`` the callers run the same
 math as TensorFlow ops; ``RPCL_CPU_KERNELS=gates`` (a comma list of families)

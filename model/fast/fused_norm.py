@@ -1,5 +1,5 @@
 """relu(sum_k IN_k(x_k)): the encoder's instance norms as one C++ kernel per
-direction (model/kernels/instance_norm.cc).
+direction (model/fast/kernels/instance_norm.cc).
 
 Instance norm (method.md §2) is per sample and channel over the image
 positions; as TensorFlow ops each one is a dozen passes over a full
@@ -11,14 +11,14 @@ in two passes per sample forward and two backward, with the tensors in cache.
 
 ``norm_sum(xs, norms, relu)`` takes the Keras ``InstanceNorm`` layers (their
 gamma / beta variables stay the model's weights) and runs the kernel when
-model/native_ops.py allows it (float32, CPU, not under XLA, built), else the
+model/fast/native_ops.py allows it (float32, CPU, not under XLA, built), else the
 layers themselves: the same math, checked against each other and a NumPy
 reference in tests/test_fused_norm.py.
 """
 import tensorflow as tf
 from keras import ops
 
-from model import native_ops
+from model.fast import native_ops
 
 
 def _built(norm, x):

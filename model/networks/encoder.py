@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from model.fused_norm import norm_sum
+from model.fast.fused_norm import norm_sum
 
 VAR_EPSILON = 1e-10
 

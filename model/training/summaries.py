@@ -10,7 +10,7 @@
 * ``config/model_config`` (text): model_config.json, once at the start.
 
 The syntheses of one validation are decoded together in one call of
-model/sampler.py's batched sampler, whose compiled loop is traced once and
+model/inference/sampler.py's batched sampler, whose compiled loop is traced once and
 reused, with fixed seeds and fixed validation sketches, so successive images
 differ only by the model.  Nothing here changes a variable or the training
 RNG state (the sampler's noise is counter-based), so a run logs the same
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.raster import render_many
-from model import sampler
+from model.inference import sampler
 from utils import contact_sheet
 from utils.drawing import palette
 

@@ -1,8 +1,10 @@
 """The training loop of train.py (method.md §4-§5).
 
 :func:`train` checks the locations, hparams and data before it creates
-anything, then runs :class:`_Loop`: epochs of compiled train steps (one
-device or tf.distribute, model/distribute.py), validation every
+anything (``_prepare``), then runs epochs of compiled train steps
+(``RPCLPix2SeqH.train_step``, model/rpcl_model.py; on one device or every
+replica of a tf.distribute strategy, model/training/distribute.py), with
+:class:`_Loop` doing the bookkeeping between steps: validation every
 ``save_every`` epochs (or ``save_every_steps`` steps) with z = m, no dropout
 and the masked pen loss, the criterion being the stroke loss (lil).
 Improved: a checkpoint is saved and the test-split losses are reported.  Not
@@ -18,18 +20,29 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from data.dataset import load_dataset
+from data.pipeline import make_dataset, semi_mask
 from hparams import CONFIG_NAME, load_config, save_config
-from model import code_worth, model_dir
+from model.inference import code_worth
+from model.rpcl_model import LOSS_KEYS
+from model.storage import model_dir
+from model.storage.checkpoint import build_model, write_train_info
+from model.training import summaries as tb_summaries
+from model.training.distribute import Distribution
 from utils import ownership
 from utils.errors import UserError
 from utils.io import check_writable, ensure_dir
+from utils.metrics import live_mask
 from utils.progress import Progress
 
 # hparams a resumed run may change; the computed ones are filled from data.
 RESUMABLE_KEYS = ("num_steps", "save_every", "patience", "jit_compile",
-                  "length_buckets", "on_miss", "eval_sketches")
+                  "length_buckets", "on_miss", "eval_sketches",
+                  "recurrence")
 COMPUTED_KEYS = {"max_seq_len": -1, "scale_factor": 0.0}
 NONFINITE_RESTORE_AFTER = 3    # consecutive skipped steps -> restore checkpoint
 NONFINITE_GIVE_UP = 12         # consecutive skipped steps -> stop with an error
@@ -61,7 +74,6 @@ def config_conflicts(stored, requested, keys=None):
 
 
 def has_run(log_root):
-  import tensorflow as tf
   return os.path.isdir(log_root) and (
       tf.train.latest_checkpoint(log_root) is not None
       or os.path.exists(os.path.join(log_root, CONFIG_NAME)))
@@ -102,8 +114,6 @@ def prepare_hps(hps, log_root, resume, overwrite):
 def evaluate_split(model, split, hps, eval_fn=None, distribute=None):
   """Example-weighted means of the eval_step losses over a whole split
   (``distribute``: Distribution.dataset, with its eval_fn)."""
-  from data.pipeline import make_dataset
-  from model.rpcl_model import LOSS_KEYS
   eval_fn = eval_fn or model.compiled_eval_step()
   sums, count = dict.fromkeys(LOSS_KEYS, 0.0), 0.0
   dataset = make_dataset(split, hps, hps.max_seq_len, training=False, seed=0)
@@ -124,7 +134,6 @@ def write_scalars(writer, prefix, values, step):
   """TensorBoard scalars ``prefix/key`` (vectors as ``prefix/key/i``).
 
   Written with ``tf.summary.scalar`` (tensorboard is a dependency)."""
-  import tensorflow as tf
   with writer.as_default(step=int(step)):
     for k, v in values.items():
       v = np.asarray(v, np.float32)
@@ -142,9 +151,9 @@ class RunConfig:
   that many epochs.  ``save_every_steps``: validate every that many steps
   (0: every hps.save_every epochs).  ``validate_fn(model, split_name) ->
   {"lil": ..., ...}`` replaces the validation / test evaluation (tests inject
-  forced sequences).  ``strategy``: a name of model/distribute.py's
+  forced sequences).  ``strategy``: a name of model/training/distribute.py's
   STRATEGIES or a Distribution.  ``tb_images``: also write
-  model/summaries.py's images and histograms at each validation and
+  model/training/summaries.py's images and histograms at each validation and
   model_config.json as text."""
   resume: bool = False
   seed: int = 0
@@ -196,7 +205,7 @@ class _NonfiniteGuard:
 class _Loop:
   """Host side of training: epochs, validation, restore-on-miss, NaN policy.
 
-  ``writer``: TensorBoard writer; ``summaries``: model/summaries.py's
+  ``writer``: TensorBoard writer; ``summaries``: model/training/summaries.py's
   ValidationSummaries (images at validation) or None."""
 
   def __init__(self, model, state, data, hps, dist, config, writer,
@@ -215,6 +224,8 @@ class _Loop:
     self.valid, self.test, self.stop = None, None, None
     self.history = []   # (step, valid lil, improved)
     self.train_time, self.timed_steps = 0.0, 0
+    self.progress = Progress(max(0, hps.num_steps - self.step), "train",
+                             "step", enabled=config.verbose)
 
   @property
   def step(self):
@@ -277,7 +288,6 @@ class _Loop:
       self.log(f"restored the last checkpoint (step {self.step})")
 
   def log_step(self, out, progress):
-    from utils.metrics import live_mask   # sklearn: not needed for --help
     step = self.step
     scalars = {k: v for k, v in out.items() if k != "nonfinite"}
     scalars["num_live_l"] = float(np.sum(live_mask(out["pi_l"])))
@@ -285,49 +295,51 @@ class _Loop:
     progress.update(0, info=f"step {step} {_fmt(out)} lr {float(out['lr']):.2e} "
                             f"live_k {int(out['num_live_k'])}")
 
-  def run(self):
-    from data.pipeline import make_dataset
-    hps, every_steps = self.hps, self.config.save_every_steps
+  def training_batches(self):
+    """The training split's batches from the current epoch on (distributed
+    across the replicas under a strategy)."""
+    return self.dist.dataset(make_dataset(
+        self.data.splits["train"], self.hps, self.hps.max_seq_len,
+        training=True, seed=self.config.seed, first_epoch=self.epoch))
+
+  def after_step(self, out, seconds):
+    """Bookkeeping of one step's outputs (numpy): the NaN policy, progress,
+    logs, validation every ``save_every_steps``.  True when training stops."""
+    if self.step > 1:   # exclude tracing from the speed measurement
+      self.train_time += seconds
+      self.timed_steps += 1
+    if out["nonfinite"]:
+      self.on_nonfinite()
+      return False
+    self.guard.applied(self.step)
+    self.progress.update(1)
+    if self.step % self.log_every == 0:
+      self.log_step(out, self.progress)
+    every_steps = self.config.save_every_steps
+    if every_steps and self.step % every_steps == 0:
+      self.validate()
+    return bool(self.stop) or self.step >= self.hps.num_steps
+
+  def end_of_epoch(self):
+    """Validation every ``save_every`` epochs (unless by steps) and the
+    ``max_epochs`` stop."""
+    self.epoch += 1
+    self.state.epoch.assign(self.epoch)
+    if not self.config.save_every_steps and self.epoch % self.hps.save_every == 0:
+      self.validate()
     max_epochs = self.config.max_epochs
-    train_fn = self.dist.train_fn(self.model)
-    dataset = self.dist.dataset(make_dataset(
-        self.data.splits["train"], hps, hps.max_seq_len, training=True,
-        seed=self.config.seed, first_epoch=self.epoch))
-    progress = Progress(max(0, hps.num_steps - self.step), "train", "step",
-                        enabled=self.config.verbose)
-    while self.stop is None and self.step < hps.num_steps:
-      for batch in dataset:
-        t0 = time.perf_counter()
-        out = train_fn(batch)
-        out = {k: v.numpy() for k, v in out.items()}
-        if self.step > 1:   # exclude tracing from the speed measurement
-          self.train_time += time.perf_counter() - t0
-          self.timed_steps += 1
-        if out["nonfinite"]:
-          self.on_nonfinite()
-          continue
-        self.guard.applied(self.step)
-        progress.update(1)
-        if self.step % self.log_every == 0:
-          self.log_step(out, progress)
-        if every_steps and self.step % every_steps == 0:
-          self.validate()
-        if self.stop or self.step >= hps.num_steps:
-          break
-      else:
-        self.epoch += 1
-        self.state.epoch.assign(self.epoch)
-        if not every_steps and self.epoch % hps.save_every == 0:
-          self.validate()
-        if max_epochs and self.epoch >= max_epochs and not self.stop:
-          self.stop = "max_epochs"
+    if max_epochs and self.epoch >= max_epochs and not self.stop:
+      self.stop = "max_epochs"
+
+  def finish(self):
+    """At num_steps: a last validation unless the last step had one."""
     if self.stop is None:
       self.stop = "num_steps"
       if not self.history or self.history[-1][0] != self.step:
         self.validate()
         if self.stop == "patience":
           self.stop = "num_steps"
-    progress.close()
+    self.progress.close()
     self.writer.flush()
 
   def summary(self):
@@ -346,12 +358,29 @@ def train(hps, data_dir, log_root, *, config=None, **options):
   fields that override it, e.g. ``train(hps, data_dir, log_root,
   num_steps=10, verbose=False)``.  Only the chief worker logs and writes
   configs and checkpoints."""
-  import keras
-  from data.dataset import load_dataset
-  from data.pipeline import semi_mask
-  from model.checkpoint import build_model, write_train_info
-  from model.distribute import Distribution
   config = dataclasses.replace(config or RunConfig(), **options)
+  loop = _prepare(hps, data_dir, log_root, config)
+  model, hps = loop.model, loop.hps
+  # One optimisation step, RPCLPix2SeqH.train_step (model/rpcl_model.py):
+  # compute, reduce, apply.  Compiled; on every replica under a strategy.
+  train_step = (loop.dist.replicated_train_step(model) if loop.dist.distributed
+                else model.compiled_train_step())
+  batches = loop.training_batches()
+  while loop.stop is None and loop.step < hps.num_steps:
+    for batch in batches:
+      start = time.perf_counter()
+      out = {k: v.numpy() for k, v in train_step(batch).items()}
+      if loop.after_step(out, time.perf_counter() - start):
+        break
+    else:
+      loop.end_of_epoch()
+  loop.finish()
+  return dict(loop.summary(), hps=hps, model=model)
+
+
+def _prepare(hps, data_dir, log_root, config):
+  """Checks the locations, hparams and data, then creates the run folder,
+  the model and its checkpoint state: a :class:`_Loop` ready to train."""
   if not data_dir:
     raise UserError(NO_DATA_HINT)
   dist = (config.strategy if isinstance(config.strategy, Distribution)
@@ -385,7 +414,6 @@ def train(hps, data_dir, log_root, *, config=None, **options):
     log(f"no checkpoint in {log_root} yet: starting at step 0", verbose)
   summaries = None
   if config.tb_images and dist.is_chief:
-    from model import summaries as tb_summaries
     summaries = tb_summaries.ValidationSummaries(data.splits["valid"], hps)
   loop = _Loop(model, state, data, hps, dist, config,
                dist.summary_writer(log_root), summaries)
@@ -396,5 +424,4 @@ def train(hps, data_dir, log_root, *, config=None, **options):
       f"({len(labels)} train sketches, batch {hps.batch_size} over "
       f"{dist.num_replicas} replica(s), max_seq_len {hps.max_seq_len})",
       verbose)
-  loop.run()
-  return dict(loop.summary(), hps=hps, model=model)
+  return loop

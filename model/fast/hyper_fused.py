@@ -1,9 +1,9 @@
 """The HyperLSTM recurrence with each cell's elementwise step in C++.
 
-The same forward / hand-written backward as model/hyper_recurrence.py (whose
+The same forward / hand-written backward as model/fast/hyper_recurrence.py (whose
 ``_Cell`` weights and dropout masks it reuses), except that per time step
 everything between the matmuls is one kernel call per cell and direction
-(model/fused_gates.py), and the embedding factors stay gate-major, (12, B,
+(model/fast/fused_gates.py), and the embedding factors stay gate-major, (12, B,
 H), as the batched embedding matmul produces and consumes them (the
 TensorFlow-op path transposes them to batch-major and back every step).
 
@@ -17,9 +17,8 @@ weights' gradients.
 """
 import tensorflow as tf
 
-from model import fused_gates
-from model.cells import LN_EPSILON
-from model.hyper_recurrence import (Path, _colsum, backward_loop, dropout_mask,
+from model.fast import fused_gates
+from model.fast.hyper_recurrence import (Path, _colsum, backward_loop, dropout_mask,
                                     forward_loop)
 
 
@@ -36,7 +35,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
     out["hw"] = hw = cl.matmul(h, cl.w_rec)                   # (B, 4H + 4Nh)
     hh, hc, out["hyper"] = fused_gates.ln_cell_forward(
         inputs["xh"].read(t), hw, 4 * units, cl.matmul(hh, cl.w_hh), hc,
-        cl.h_ln_g, cl.h_ln_b, cl.h_ln_cg, cl.h_ln_cb, LN_EPSILON)
+        cl.h_ln_g, cl.h_ln_b, cl.h_ln_cg, cl.h_ln_cb, cl.epsilon)
     out["e3"] = cl.embeddings(hh)                             # (12, B, E)
     out["ab"] = cl.matmul(out["e3"], cl.embed[2])             # (12, B, H)
     mask = None
@@ -45,7 +44,7 @@ def _forward(cl, xm, xh, states, base_seed, keep_prob):
                                         tf.shape(c))
     h, c, out["main"] = fused_gates.forward(
         out["ab"], inputs["xm"].read(t), hw, c, mask, bias, cl.ln_g, cl.ln_b,
-        cl.ln_cg, cl.ln_cb, LN_EPSILON)
+        cl.ln_cg, cl.ln_cb, cl.epsilon)
     return out, (h, c, hh, hc)
 
   return forward_loop(cl, xm, xh, states, names, step)

@@ -35,7 +35,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from model.checkpoint import CheckpointState
+from model.storage.checkpoint import CheckpointState
 from model.reduction import ReplicaReduction, replica_sum
 from model.rpcl_model import LOSS_KEYS
 from utils.errors import UserError
@@ -235,9 +235,8 @@ class Distribution:
     return self.strategy.experimental_distribute_dataset(
         dataset.with_options(options))
 
-  def train_fn(self, model):
-    if not self.distributed:
-      return model.compiled_train_step()
+  def replicated_train_step(self, model):
+    """``model.train_step`` on every replica for one global batch."""
     return distributed_train_step(model, self.strategy)
 
   def eval_fn(self, model):

@@ -2,13 +2,13 @@
 
 ``StrokeDecoder(hps)``: initial state tanh(Linear(z)) split into the cell's state
 parts; per-step input concat(stroke-5 row, z); the RNN cell of ``hps.dec_model``
-(model/cells.py); optional input / output dropout; output head Linear(H -> 3 + 6M).
+(model/networks/cells.py); optional input / output dropout; output head Linear(H -> 3 + 6M).
 
 Speed: the input-side gate projection of the whole sequence is computed before the
 recurrence, and it is split as ``strokes5 @ W[:5] + z @ W[5:]`` so the z part is one
 (B, D) matmul per sequence instead of T of them.  The recurrence is a tf.while_loop
 over the projected inputs (``recurrence.run_cell``; for the HyperLSTM with a
-hand-written backward, model/hyper_recurrence.py) with stateless per-step dropout
+hand-written backward, model/fast/hyper_recurrence.py) with stateless per-step dropout
 masks (jit-safe).
 """
 import collections
@@ -16,8 +16,9 @@ import collections
 import keras
 from keras import ops
 
-from model import cells, recurrence
-from model.encoder import he_normal_fan_in
+from model.networks import cells
+from model.networks import recurrence
+from model.networks.encoder import he_normal_fan_in
 
 MixtureParams = collections.namedtuple(
     "MixtureParams",

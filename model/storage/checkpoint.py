@@ -8,8 +8,8 @@
   (``max_to_keep=3``; TF writes the data files first and the ``checkpoint``
   index file atomically last, so an interrupted save leaves the previous
   checkpoint valid).
-* :func:`load_trained` is THE loading path of sampling (model/synthesis.py)
-  and evaluation (model/evaluation.py): ``model_config.json`` + the latest
+* :func:`load_trained` is THE loading path of sampling (model/inference/synthesis.py)
+  and evaluation (model/inference/evaluation.py): ``model_config.json`` + the latest
   checkpoint -> (hps, model), with one-line UserErrors for every way that can
   fail.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from hparams import CONFIG_NAME, load_config
-from model.model_dir import TRAIN_INFO
+from model.storage.model_dir import TRAIN_INFO
 from model.rpcl_model import RPCLPix2SeqH
 from utils.errors import UserError
 from utils.io import atomic_write_text

@@ -1,4 +1,4 @@
-"""A HyperLSTM step's elementwise work as C++ kernels (model/kernels/hyper_gates.cc).
+"""A HyperLSTM step's elementwise work as C++ kernels (model/fast/kernels/hyper_gates.cc).
 
 Per time step, everything between the matmuls -- the main cell's
 embedding-scaled gate pre-activations, the four layer norms and sigmoids of
@@ -7,16 +7,16 @@ TensorFlow ops in the forward and backward, each a pass over memory and a
 scheduling round.  On CPU that, not the matmuls, set the recurrence's speed;
 one kernel per cell and direction makes each a single pass.
 
-The kernels are built and loaded by model/native_ops.py.  Without a compiler,
+The kernels are built and loaded by model/fast/native_ops.py.  Without a compiler,
 on a failed build, on a GPU, under XLA (jit_compile), for other dtypes, or with
 ``RPCL_CPU_KERNELS=0`` the recurrence uses its TensorFlow-op path
-(model/hyper_recurrence.py), the same math; tests/test_fused_gates.py checks
+(model/fast/hyper_recurrence.py), the same math; tests/test_fused_gates.py checks
 the two agree.
 """
 import tensorflow as tf
 
-from model import native_ops
-from model.native_ops import kernels
+from model.fast import native_ops
+from model.fast.native_ops import kernels
 
 
 def usable(dtype):

@@ -1,6 +1,6 @@
 // Instance normalisation of N same-shaped NHWC tensors, summed, with an
 // optional ReLU, forward and backward as one kernel call each (method.md §2,
-// "Encoder"; the Python side and the Keras fallback: model/fused_norm.py).
+// "Encoder"; the Python side and the Keras fallback: model/fast/fused_norm.py).
 //
 // Per sample b and channel c of input k, over the H*W positions p:
 //   m_k    = mean_p x_k[p],  r_k = 1 / sqrt(mean_p (x_k[p] - m_k)^2 + eps)

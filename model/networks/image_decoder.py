@@ -3,14 +3,14 @@
 z (B, D) -> Linear -> (w/16, w/16, 256) + ReLU -> four 3x3 stride-2 transposed
 convolutions (128, 64, 32, 1 channels), each with instance norm; ReLU after the
 first three, tanh after the last -> (B, w, w, 1) in [-1, 1].
-Same initialisers and bias choices as the encoder (model/encoder.py): the
+Same initialisers and bias choices as the encoder (model/networks/encoder.py): the
 dense kernel He-normal over fan_in, the filters ``filter_initializer(hps)``.
 """
 import keras
 from keras import ops
 
-from model.encoder import InstanceNorm, filter_initializer, he_normal_fan_in
-from model.fused_norm import norm_sum
+from model.networks.encoder import InstanceNorm, filter_initializer, he_normal_fan_in
+from model.fast.fused_norm import norm_sum
 
 
 class ImageDecoder(keras.layers.Layer):

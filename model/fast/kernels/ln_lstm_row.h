@@ -1,11 +1,11 @@
 // The per-row math of a layer-norm LSTM step, forward and backward, and the
-// argument checks of the HyperLSTM step kernels (model/kernels/hyper_gates.cc).
+// argument checks of the HyperLSTM step kernels (model/fast/kernels/hyper_gates.cc).
 //
 // A layer-norm LSTM step, per batch row, from the gate pre-activations
 // pre (4n) = [i | j | f | o]:
 //   a   = sigmoid(LN_k(pre_k) * gain_k + offset_k)   per gate k
 //         (gain / offset carry the factor 2 of tanh(x) = 2 s(2x) - 1 and the
-//         forget bias, see model/hyper_recurrence.py)
+//         forget bias, see model/fast/hyper_recurrence.py)
 //   c   = c_prev * a_f + a_i * (2 a_j - 1) * mask
 //   h   = tanh(LN(c) * c_gain + c_offset) * a_o
 // ``saved`` keeps per row [x_hat (4n) | a (4n) | c_hat (n) | tanh (n) |
