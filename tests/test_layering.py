@@ -61,6 +61,41 @@ def test_layers_have_no_back_edges():
       assert "model" not in used and "data" not in used, name
 
 
+# model/'s layers, lowest first: a module may import its own layer and the
+# ones below it, never one above (README "Code map").  "method" is the files
+# at the top of model/ (the model class, hierarchy, losses, ...).
+MODEL_LAYERS = ["fast", "networks", "method", "storage", "inference", "tf1",
+                "training"]
+
+
+def model_layer(name):
+  """The layer of a dotted model module name (None outside model/)."""
+  parts = name.split(".")
+  if parts[0] != "model" or len(parts) < 2:
+    return None
+  return parts[1] if parts[1] in MODEL_LAYERS else "method"
+
+
+def test_model_layers_only_import_downwards():
+  """networks never import the training machinery, the method never imports
+  inference or training, the fast paths import nothing of the model above
+  them, ... (MODEL_LAYERS)."""
+  rank = {layer: i for i, layer in enumerate(MODEL_LAYERS)}
+  # tf1 (the checkpoint importer) and inference sit side by side.
+  side_by_side = {("tf1", "inference"), ("inference", "tf1")}
+  bad = []
+  for name, path in project_files().items():
+    mine = model_layer(name)
+    if mine is None:
+      continue
+    for used in imported_modules(path):
+      theirs = model_layer(used)
+      if (theirs is not None and rank[theirs] > rank[mine]
+          and (mine, theirs) not in side_by_side):
+        bad.append(f"{name} ({mine}) imports {used} ({theirs})")
+  assert not bad, bad
+
+
 def _flag_definitions(path):
   """(line, guarded) of each flags.DEFINE_* call: guarded = inside
   ``if __name__ == "__main__":``; also whether any uses allow_override."""
