@@ -21,7 +21,10 @@ from absl import app, flags
 
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from utils.errors import UserError, check_argv, cli_main
+from utils.metrics import live_mask
+from utils.samples_file import load_samples
 from hparams import CONFIG_NAME, SYNTHETIC_CATEGORIES as CATEGORIES
+from data import synthetic
 from experiments import report
 
 # The Rec classifier of the demo: 2 epochs on 2000 images per category reach
@@ -50,7 +53,6 @@ def banner(text):
 
 def ensure_data(data_dir, seed):
   """Step 1: the synthetic dataset, generated only when files are missing."""
-  from data import synthetic
   needed = [f"{c}{suffix}.npz" for c in CATEGORIES
             for suffix in ("", "_png", "_styles")]
   if all(os.path.exists(os.path.join(data_dir, n)) for n in needed):
@@ -86,8 +88,6 @@ def ensure_model(data_dir, model_dir, num_steps, overrides, seed):
 
 def live_units(samples_dir):
   """The live level-l units recorded in a samples.npz (its pi_l)."""
-  from utils.metrics import live_mask
-  from utils.samples_file import load_samples
   pi_l = load_samples(samples_dir)["pi_l"]
   return [int(l) for l in live_mask(pi_l).nonzero()[0]]
 

@@ -10,7 +10,6 @@ Writes a JSON file and prints a table.  ``--samples_dir=''`` skips Rec/Ret.
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from model.inference import evaluation  # no TensorFlow until evaluate() loads the model
 from utils.errors import UserError, check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
@@ -38,6 +37,8 @@ def main(argv):
       raise UserError(f"--{name}={getattr(FLAGS, name)} must be >= 1")
   if FLAGS.classifier_per_category < 0:
     raise UserError("--classifier_per_category must be >= 0 (0 = all)")
+  # Lazy: --help and flag errors run without TensorFlow.
+  from model.inference import evaluation  # pylint: disable=import-outside-toplevel
   result = evaluation.evaluate(
       FLAGS.model_dir, FLAGS.data_dir, FLAGS.samples_dir, FLAGS.output,
       FLAGS.classifier_epochs, FLAGS.classifier_per_category,

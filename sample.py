@@ -16,7 +16,6 @@ samples.npz, grid.png) is built in a temporary folder and renamed into place.
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from model.inference import synthesis  # no TensorFlow until synthesize() loads the model
 from utils.errors import check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
@@ -57,6 +56,8 @@ def main(argv):
   check_argv(argv)
   require_flags(FLAGS, "model_dir",
                 hint="the folder train.py wrote (its --log_root)")
+  # Lazy: --help and flag errors run without TensorFlow.
+  from model.inference import synthesis  # pylint: disable=import-outside-toplevel
   summary = synthesis.synthesize(
       FLAGS.model_dir, FLAGS.output_dir, FLAGS.data_dir, FLAGS.num_per_category,
       FLAGS.conditional, FLAGS.temperature, FLAGS.greedy, FLAGS.seed,

@@ -33,24 +33,26 @@ if __name__ == "__main__":
   flags.DEFINE_string("data_dir", None, "folder with the three sets and _png")
   flags.DEFINE_integer("nbins", 0, "length_buckets (0: the small preset's)")
 
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.bench_pipeline import REAL, prepare  # noqa: E402
+from data.dataset import load_dataset  # noqa: E402
+from data.pipeline import bucket_boundaries, make_dataset  # noqa: E402
+from hparams import get_hparams  # noqa: E402
+from model.storage.checkpoint import build_model  # noqa: E402
+from model.threads import configure_threads  # noqa: E402
+
 VARIANTS = ("padded", "longest", "bucket")
 
 
 def _step_fn(model, variant):
-  import tensorflow as tf
   if variant == "bucket":   # static shapes: a trace per distinct length
     return tf.function(model.train_step, autograph=False)
   return model.compiled_train_step()
 
 
 def run(batches=16, data_dir=None, nbins=None, log=print):
-  import numpy as np
-  from benchmarks.bench_pipeline import REAL, prepare
-  from data.dataset import load_dataset
-  from data.pipeline import bucket_boundaries, make_dataset
-  from hparams import get_hparams
-  from model.storage.checkpoint import build_model
-  from model.threads import configure_threads
   configure_threads()
   tmp = None
   if data_dir is None:

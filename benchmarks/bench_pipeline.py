@@ -30,6 +30,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # pylint: disable=wrong-import-position
 
+from data import seq2png, synthetic  # pylint: disable=wrong-import-position
 from data.dataset import load_dataset  # pylint: disable=wrong-import-position
 from data.pipeline import BatchMaker, make_dataset  # pylint: disable=wrong-import-position
 from hparams import get_hparams  # pylint: disable=wrong-import-position
@@ -47,10 +48,8 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 def prepare(source, folder):
   """Writes the data set into ``folder``; returns its category list."""
   if source == "synthetic":
-    from data import synthetic
     synthetic.generate(folder, seed=0, sizes=(2000, 100, 100), contact_sheet=False)
     return list(synthetic.CATEGORIES)
-  from data import seq2png
   if not os.path.isdir(SHARED):
     raise UserError(f"--source real needs the shared data folder {SHARED!r}")
   for cat in REAL:

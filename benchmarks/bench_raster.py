@@ -35,7 +35,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from data import raster  # pylint: disable=wrong-import-position
+import svgwrite  # pylint: disable=wrong-import-position
+from PIL import Image  # pylint: disable=wrong-import-position
+
+from data import raster, synthetic  # pylint: disable=wrong-import-position
 from utils.errors import UserError, cli_main  # pylint: disable=wrong-import-position
 
 SHEEP = os.path.join(os.path.dirname(ROOT), "shared", "data", "aaron_sheep.npz")
@@ -64,8 +67,6 @@ def ensure_cairosvg():
 
 def reference_render(stroke3, width, cairosvg):
   """The reference seq2png for one sketch: SVG path -> cairo -> L -> resize."""
-  import svgwrite  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   data = np.asarray(stroke3, dtype=np.float64)
   pts = np.cumsum(data[:, :2], axis=0)
   lo = np.minimum(pts.min(axis=0), 0.0)
@@ -91,7 +92,6 @@ def load_sketches(num):
   if os.path.exists(SHEEP):
     seqs = np.load(SHEEP, allow_pickle=True, encoding="latin1")["train"]
     return list(seqs[:num]), "aaron_sheep.npz (train)"
-  from data import synthetic  # pylint: disable=import-outside-toplevel
   seqs = synthetic.generate_sketches(num, seed=0)[0]
   return seqs, "synthetic"
 

@@ -73,7 +73,8 @@ def machine():
                    if l.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  import tensorflow as tf
+  # Lazy: the benchmarks run in subprocesses; here only TF's version is read.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   return dict(nproc=os.cpu_count(), cpu=model, tf=tf.__version__,
               python=platform.python_version(),
               load=" ".join(f"{x:.1f}" for x in os.getloadavg()),

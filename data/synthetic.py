@@ -27,6 +27,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
 from absl import app
 from absl import flags
+from PIL import Image, ImageDraw
 
 from data import raster
 from data.simplify import drawing_to_stroke3
@@ -278,7 +279,6 @@ def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
 
 def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72):
   """A labelled grid: one row per (category, style), ``per_row`` sketches."""
-  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
   rows = [(c, s) for c in (categories or CATEGORIES)
           for s in range(len(CATEGORIES[c][1]))]
   label_w = 150

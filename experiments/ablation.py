@@ -10,15 +10,19 @@ import time
 
 import numpy as np
 
+from data import seq2png
 from experiments import report
+from hparams import _split_assignments, get_hparams
+from model.inference import evaluation, sampler, synthesis
 from model.inference.evaluation import STYLES_SUFFIX
-from hparams import get_hparams
 from model.storage import model_dir as model_folder
-from model.inference import synthesis
+from model.storage.checkpoint import load_trained
 from model.training import loop as training
+from utils import figures as figs
 from utils import ownership
 from utils.errors import UserError
 from utils.io import atomic_path, atomic_write_text, ensure_dir
+from utils.samples_file import load_samples
 
 # Ablation switches (hparams keys from hparams.py), in table order.
 VARIANTS = {
@@ -65,7 +69,6 @@ def _copy(src, dst):
 def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
   """Copies the stroke (and image) files to ``dst_dir``; renders missing
   ``_png.npz`` files there.  ``src_dir`` is never written."""
-  from data import seq2png  # pylint: disable=import-outside-toplevel
   if not src_dir or not os.path.isdir(src_dir):
     raise UserError(f"--data_dir={src_dir!r} is not a folder with <category>.npz "
                     f"files")
@@ -104,7 +107,6 @@ def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
 
 def base_hparams(preset, categories, num_per_category=0, overrides=""):
   """Preset + categories + num_mixture = 2 x categories (+ user overrides)."""
-  from hparams import _split_assignments  # pylint: disable=import-outside-toplevel
   clash = [k for k, _ in _split_assignments(overrides) if k in ("hierarchy", "rpcl")]
   if clash:
     raise UserError(f"--hparams sets {', '.join(clash)}: those are chosen by "
@@ -184,9 +186,6 @@ def share_classifier(model_dir, cache_dir):
 def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
                      classifier_cache, num_per_category, verbose=True):
   """Conditional samples + the four figures + evaluate.py's metrics."""
-  from model.inference import evaluation  # pylint: disable=import-outside-toplevel
-  from utils import figures as figs  # pylint: disable=import-outside-toplevel
-  from utils.samples_file import load_samples  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(vdir, "model")
   samples_dir = os.path.join(vdir, "samples")
   synthesis.synthesize(model_dir, samples_dir, data_dir=data_dir,
@@ -209,8 +208,6 @@ def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
 
 def level_l_samples(vdir, data_dir, seed, per_unit):
   """Samples of every live level-l unit -> one stacked image (path, units)."""
-  from model.inference import sampler  # pylint: disable=import-outside-toplevel
-  from model.storage.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
   model_dir = os.path.join(vdir, "model")
   _, model = load_trained(model_dir)
   units = sampler.live_units(model.hierarchy)

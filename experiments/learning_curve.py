@@ -70,9 +70,9 @@ def markdown(rows):
 def run_curve(work_dir, data_dir, hps, num_steps, every, num_per_category=20,
               seed=0, verbose=True):
   """Trains and evaluates chunk by chunk; returns the rows."""
-  from model.inference import evaluation  # pylint: disable=import-outside-toplevel
-  from model.inference import synthesis
-  from model.training import loop as training
+  # Lazy: --help runs without TensorFlow.
+  from model.inference import evaluation, synthesis  # pylint: disable=import-outside-toplevel
+  from model.training import loop as training  # pylint: disable=import-outside-toplevel
   if every < 1 or num_steps < every:
     raise UserError(f"--every={every}, --num_steps={num_steps}: expected "
                     f"1 <= every <= num_steps")

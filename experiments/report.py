@@ -8,12 +8,19 @@
 - :func:`stack_images`, :func:`save_small_jpg`: figures for the README.
 """
 import glob
+import json
 import os
 
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw
 
+from utils.drawing import font
 from utils.io import atomic_path, atomic_write_text
 from utils.metrics import live_mask
+
+matplotlib.use("Agg")   # figures are files: no display needed
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 MAX_BYTES = 200 * 1024     # README figures stay below this
 
@@ -24,6 +31,7 @@ def read_scalars(tb_dir, prefix="train/"):
   A step that appears twice (training restored to a checkpoint and ran
   again) keeps the value written last.
   """
+  # Lazy: demo.py imports this module but runs TensorFlow only in subprocesses.
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   out = {}
   files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
@@ -65,9 +73,6 @@ def read_live_counts(tb_dir):
 
 def plot_live_components(curves, sizes, path):
   """curves: {variant: read_live_counts(...)}; sizes: {variant: (K, L)}."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
   for ax, key, title in ((axes[0], "live_k", "live level-k components"),
                          (axes[1], "live_l", "live level-l units")):
@@ -132,7 +137,6 @@ def results_markdown(rows):
 
 
 def write_results(rows, meta, md_path, json_path):
-  import json  # pylint: disable=import-outside-toplevel
   atomic_write_text(json_path, json.dumps({"meta": meta, "variants": rows},
                                           indent=2) + "\n")
   text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
@@ -142,8 +146,6 @@ def write_results(rows, meta, md_path, json_path):
 
 def stack_images(paths, out_path, titles=None, gap=6):
   """Stacks images vertically (white gaps, optional titles) into one PNG."""
-  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
-  from utils.drawing import font  # pylint: disable=import-outside-toplevel
   images = [Image.open(p).convert("RGB") for p in paths]
   titles = titles or [""] * len(images)
   title_h = 20 if any(titles) else 0
@@ -163,7 +165,6 @@ def stack_images(paths, out_path, titles=None, gap=6):
 
 def save_small_jpg(src, dst, max_side=900, max_bytes=MAX_BYTES):
   """A resized JPG copy of ``src`` no larger than ``max_bytes``."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   im = Image.open(src).convert("RGB")
   scale = min(1.0, max_side / max(im.size))
   quality = 85

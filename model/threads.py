@@ -12,6 +12,8 @@ does nothing when it is too late, e.g. a CLI's main run in-process by tests).
 """
 import os
 
+import tensorflow as tf
+
 
 def available_cores():
   """CPUs this process may run on (its affinity mask), at least 1."""
@@ -25,7 +27,6 @@ def configure_threads(cores=None):
   """Sets both TF thread pools to ``cores`` (default: available_cores());
   returns the number set, or None if TensorFlow was already initialised
   with other values (the pools stay as they are)."""
-  import tensorflow as tf
   cores = int(cores or available_cores())
   try:
     tf.config.threading.set_intra_op_parallelism_threads(cores)

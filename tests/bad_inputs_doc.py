@@ -161,6 +161,7 @@ def _cell(text, limit=None):
 
 def render(rows):
   """rows: [(case name, command, error line)] -> the markdown document."""
+  # Lazy: tests/test_bad_inputs.py imports this module (a cycle).
   from tests.test_bad_inputs import BY_NAME  # pylint: disable=import-outside-toplevel
   missing = sorted(set(BY_NAME) - set(INPUTS))
   assert not missing, f"describe these cases in INPUTS: {missing}"
@@ -189,6 +190,7 @@ def main():
   code = pytest.main(["-q", "-p", "no:cacheprovider",
                       os.path.join(ROOT, "tests", "test_bad_inputs.py"),
                       "-k", "not test_docs_table_is_current"], plugins=[plugin])
+  # Lazy: a cycle (as in render), and after pytest has collected the cases.
   from tests.test_bad_inputs import BY_NAME  # pylint: disable=import-outside-toplevel
   if code != 0 or sorted(plugin.found) != sorted(BY_NAME):
     sys.stderr.write("error: not every case passed; docs/bad_inputs.md is "

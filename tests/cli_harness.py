@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 
+from absl import app, flags
 import numpy as np
 import pytest
 
@@ -38,7 +39,6 @@ DEFINES = ("DEFINE_string", "DEFINE_integer", "DEFINE_float", "DEFINE_bool",
 
 def run_in_process(cli, args):
   """(exit code, stdout, stderr) of ``python <cli> <args>`` in this process."""
-  from absl import app, flags
   fv = flags.FlagValues()
   out, err = io.StringIO(), io.StringIO()
 

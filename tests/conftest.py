@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, project root on sys.path, data paths."""
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,6 +13,9 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 import pytest  # noqa: E402
 
+from data.synthetic import generate  # noqa: E402
+from hparams import CONFIG_NAME, get_hparams  # noqa: E402
+
 # The shared tiny model: data.synthetic categories and split sizes per category.
 TINY_CATS = ["fish", "house"]
 TINY_SIZES = (32, 8, 16)
@@ -21,7 +25,6 @@ TINY_STEPS = 6   # trained by model.training.train(seed=0, save_every_steps=3, l
 def tiny_hps(**overrides):
   """The tiny preset on TINY_CATS (num_mixture=2: K=4, L=2) plus overrides:
   the hparams of tiny_model and of every test that trains on tiny_data."""
-  from hparams import get_hparams
   text = ",".join(f"{k}={v}" for k, v in overrides.items())
   return get_hparams("tiny", f"categories=[{','.join(TINY_CATS)}],num_mixture=2,"
                      + text)
@@ -30,7 +33,6 @@ def tiny_hps(**overrides):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
   """data.synthetic fish/house, TINY_SIZES sketches per split and category."""
-  from data.synthetic import generate
   data_dir = str(tmp_path_factory.mktemp("tiny_data") / "data")
   generate(data_dir, sizes=TINY_SIZES, categories=TINY_CATS, workers=1,
            contact_sheet=False)
@@ -84,10 +86,9 @@ def tiny_model(tiny_data, tmp_path_factory):
   the same model with level-k component #3 made dead (q(3|l) ~ 0).  Shared by
   several test files: never write into these folders (copy them first).
   """
-  import shutil
-  from model.training.loop import train
-  from hparams import CONFIG_NAME
-  from model.storage.checkpoint import CheckpointState, load_trained
+  # Lazy: every test file loads this module, the TensorFlow-free ones too.
+  from model.storage.checkpoint import CheckpointState, load_trained  # pylint: disable=import-outside-toplevel
+  from model.training.loop import train  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp("tiny_model")
   data_dir = tiny_data
   model_dir = str(root / "model")

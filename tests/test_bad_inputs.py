@@ -30,11 +30,12 @@ import threading
 import numpy as np
 import pytest
 
+from model.storage.checkpoint import CheckpointState, load_trained
 from tests import bad_inputs_doc as doc
 from tests.cli_harness import (chain, copy_model, cut_checkpoint, edit_config,
-                               edit_sketch, fewer_images, full_disk, only_config,
-                               other_categories, remove_file, rewrite,
-                               run_in_process, run_subprocess, samples,
+                               edit_sketch, fewer_images, full_disk,
+                               only_config, other_categories, remove_file,
+                               rewrite, run_in_process, run_subprocess, samples,
                                small_images, snapshot, touch, truncate,
                                write_file)
 
@@ -259,7 +260,6 @@ def shared(tiny_model, tmp_path_factory):
   """Folders every case links to (read-only): data, model, dead_k / dead_l (the
   model with level-k component #3 / level-l unit #1 dead), and the base URL
   of a local QuickDraw mirror."""
-  from model.storage.checkpoint import CheckpointState, load_trained
   data_dir, model_dir, dead_k = tiny_model
   root = tmp_path_factory.mktemp("bad_inputs_shared")
   dead_l = str(root / "dead_l")

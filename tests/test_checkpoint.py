@@ -7,14 +7,15 @@ import os
 import numpy as np
 import pytest
 
+from data.dataset import load_dataset
+from data.pipeline import make_dataset
 from hparams import CONFIG_NAME, save_config
+from model.storage.checkpoint import CheckpointState, build_model, load_trained
 from tests.conftest import tiny_hps
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_data):
-  from data.dataset import load_dataset
-  from data.pipeline import make_dataset
   hps = tiny_hps()
   data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
@@ -35,7 +36,6 @@ def _state_values(state):
 
 
 def test_round_trip_restores_every_variable(setup, tmp_path):
-  from model.storage.checkpoint import CheckpointState, build_model
   hps, batches = setup
   mask = np.arange(96) % 3 == 0
   a = CheckpointState(build_model(hps, seed=1), str(tmp_path))
@@ -67,7 +67,6 @@ def test_round_trip_restores_every_variable(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def saved_run(setup, tmp_path_factory):
-  from model.storage.checkpoint import CheckpointState, build_model
   hps, batches = setup
   root = str(tmp_path_factory.mktemp("run"))
   save_config(os.path.join(root, CONFIG_NAME), hps)
@@ -78,7 +77,6 @@ def saved_run(setup, tmp_path_factory):
 
 
 def test_load_trained_restores_the_model(saved_run):
-  from model.storage.checkpoint import load_trained
   root, model = saved_run
   hps, loaded = load_trained(root)
   assert hps.max_seq_len == model.hps.max_seq_len

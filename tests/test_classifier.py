@@ -5,6 +5,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data.raster import render_many
+from data.synthetic import CATEGORIES, generate_sketches
 from model.inference import classifier
 
 SHAPES = ("circle", "cross", "square")
@@ -73,8 +75,6 @@ def test_classifier_learns_shapes_and_caches(tmp_path):
 
 def test_classifier_learns_the_embedded_synthetic_categories():
   """Rec's classifier on the embedded dataset (data.synthetic, 5 categories)."""
-  from data.raster import render_many
-  from data.synthetic import CATEGORIES, generate_sketches
   def images(n, split):
     seqs, labels, _ = generate_sketches(n, seed=0, split=split)
     return render_many([s.astype(np.float32) for s in seqs], 48, workers=1), labels

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_CATS
 from utils import quiet
 
 SKIP_DIRS = ("tests", "benchmarks")
@@ -122,7 +122,6 @@ def test_cli_run_on_cpu_prints_no_tensorflow_lines(tiny_data, tmp_path):
   """train.py (TensorFlow imported, devices found, steps, a validation, a
   checkpoint saved) has a clean stderr; the same start-up with
   RPCL_TF_LOGS=1 shows TensorFlow's lines, so the check would see them."""
-  from tests.conftest import TINY_CATS
   run = subprocess.Popen(
       [sys.executable, "train.py", f"--log_root={tmp_path / 'model'}",
        f"--data_dir={tiny_data}", "--preset=tiny", "--num_steps=2",

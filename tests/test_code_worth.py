@@ -5,21 +5,27 @@ scores exactly 0; the validation writes valid/code_worth_* (not with an
 injected validate_fn)."""
 import dataclasses
 import math
+import os
 import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from data.dataset import load_dataset
+from data.images import to_unit_range
+from data.strokes import to_stroke5
+from experiments.report import read_scalars
 from model.inference import code_worth
+from model.storage.checkpoint import build_model
+from model.training import loop as training
+from model.training.loop import evaluate_split
 from tests.conftest import tiny_hps
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_data):
   """(hps, SketchData, an untrained tiny model)."""
-  from data.dataset import load_dataset
-  from model.storage.checkpoint import build_model
   hps = tiny_hps()
   data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
@@ -83,9 +89,6 @@ def numpy_sketch_nll(raw, stroke3):
 
 
 def test_matches_an_independent_numpy_computation(setup):
-  from data.images import to_unit_range
-  from data.strokes import to_stroke5
-  from model.training.loop import evaluate_split
   hps, data, model = setup
   split = data.splits["test"]
   n = len(split)
@@ -119,7 +122,6 @@ def test_matches_an_independent_numpy_computation(setup):
 
 
 def test_a_decoder_blind_to_its_code_is_worth_exactly_zero(setup):
-  from model.storage.checkpoint import build_model
   hps, data, _ = setup
   model = build_model(hps, seed=1)
   split = data.splits["valid"]
@@ -167,7 +169,6 @@ class _FakeState:
 def _loop(setup, monkeypatch, validate_fn, is_chief=True):
   """A _Loop around the tiny model with fake state / distribution whose
   code_worth calls are recorded."""
-  from model.training import loop as training
   hps, data, model = setup
   calls = []
   monkeypatch.setattr(code_worth, "validation_scalars",
@@ -198,8 +199,6 @@ def test_validation_adds_the_scalars_unless_validate_fn_is_injected(
 
 
 def test_the_tiny_run_logged_the_scalars(tiny_model):
-  import os
-  from experiments.report import read_scalars
   logged = read_scalars(os.path.join(tiny_model[1], "tb"), "valid/code_worth")
   assert set(logged) == {"valid/code_worth_per_sketch",
                          "valid/code_worth_per_point"}

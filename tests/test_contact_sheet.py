@@ -1,9 +1,12 @@
 """utils/contact_sheet.py: page-size limit, paging, completeness of the layout,
 and sample.py's grid pages."""
 import numpy as np
+from PIL import Image
 import pytest
 
+from model.inference import synthesis
 from utils import contact_sheet as cs
+from utils.drawing import thumbnail
 
 
 def _boxes(page, tiles, cell):
@@ -59,7 +62,6 @@ def test_render_pages_respects_the_size_limit_and_pages():
   assert {p.size[0] for p in pages} == {2 * cs.MARGIN + per_line * step - cs.GAP}
   # the first item's synthesis tile is the tinted thumbnail of its sketch;
   # the item's grey frame starts one pixel above and left of it
-  from utils.drawing import thumbnail
   got = np.asarray(pages[0])
   frame = np.all(got[:, cs.MARGIN - 1] == (190, 190, 190), axis=-1)
   y0 = int(np.flatnonzero(frame)[0]) + 1
@@ -81,7 +83,6 @@ def test_a_small_sheet_is_one_landscape_page():
 
 def test_sample_grid_pages(tmp_path):
   """synthesis.write_grid: one page while it fits, grid-2.png, ... after."""
-  from model.inference import synthesis
   white = np.full((48, 48), 255, np.uint8)
   item = ((white, (110, 110, 110)), (white, (0, 0, 255)))
   legend = ("t", [("a", (0, 0, 255))], "colour:")
@@ -91,6 +92,5 @@ def test_sample_grid_pages(tmp_path):
   (tmp_path / "2").mkdir()
   names = synthesis.write_grid(str(tmp_path / "2"), [("a", [item] * 1200)], legend)
   assert names[:2] == ["grid.png", "grid-2.png"] and len(names) >= 3
-  from PIL import Image
   for name in names:
     assert max(Image.open(tmp_path / "2" / name).size) <= cs.MAX_SIDE

@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
+from model.storage import model_dir as run_folder
+from model.storage.checkpoint import write_train_info
 from tests.cli_harness import run_in_process
 from tests.conftest import TINY_CATS
 
@@ -40,7 +42,6 @@ def tree(folder):
 def place(tiny_model, tmp_path):
   """A copy of the tiny model (M) recording a copy of its data (D), and a
   folder of the user's own notes (N), all under tmp_path."""
-  from model.storage.checkpoint import write_train_info
   data, model, _ = tiny_model
   m, d, n = tmp_path / "M", tmp_path / "D", tmp_path / "N"
   shutil.copytree(model, m)
@@ -148,13 +149,12 @@ def test_train_with_bad_data_creates_nothing(place, tmp_path):
 
 
 def test_train_removes_leftovers_of_a_killed_save_and_nothing_else(place):
-  from model.storage import model_dir
   m = place["M"]
   os.mkdir(os.path.join(m, "ckpt-99_temp"))
   open(os.path.join(m, "checkpoint.tmp0123abcd"), "w").close()
   open(os.path.join(m, ".tmp-model_config.json-rpcl999999999-ab.json"), "w").close()
-  assert model_dir.foreign_entries(m) == []
-  removed = model_dir.remove_leftovers(m)
+  assert run_folder.foreign_entries(m) == []
+  removed = run_folder.remove_leftovers(m)
   assert sorted(removed) == sorted(["ckpt-99_temp", "checkpoint.tmp0123abcd",
                                     ".tmp-model_config.json-rpcl999999999-ab.json"])
   assert not [n for n in os.listdir(m) if "tmp" in n or "_temp" in n]

@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from model.storage.checkpoint import load_trained
+from model.training.distribute import model_fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,8 +173,6 @@ def test_mirrored_two_cpus_equals_single_device(tiny_data):
 
 def test_multi_worker_two_processes_one_consistent_checkpoint(tiny_data,
                                                               tmp_path):
-  from model.storage.checkpoint import load_trained
-  from model.training.distribute import model_fingerprint
   log_root, temp = str(tmp_path / "run"), tmp_path / "worker_tmp"
   temp.mkdir()
   ports = ",".join(map(str, _free_ports(2)))

@@ -2,12 +2,17 @@
 classifier, style labels, reference checks, and evaluate() end to end (the
 CLI's bad inputs are cases of tests/test_bad_inputs.py)."""
 import collections
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from model.inference import evaluation
+from data.dataset import load_dataset
+from model.inference import evaluation, synthesis
+from model.inference import classifier as cls
+from model.storage.checkpoint import load_trained
 from tests.test_classifier import SHAPES, draw_shapes
 from tests.test_visualization import write_samples
 from utils import figures
@@ -147,7 +152,6 @@ def test_format_table_lists_every_metric():
 def trained(tiny_model, tmp_path):
   """(data_dir, model_dir): a copy of the session's tiny model (evaluate
   caches its classifier in the model folder)."""
-  import shutil
   data_dir, model_dir, _ = tiny_model
   copy = str(tmp_path / "model")
   shutil.copytree(model_dir, copy)
@@ -157,10 +161,6 @@ def trained(tiny_model, tmp_path):
 def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
   """Samples whose images ARE their references: Ret@1 must be exactly 1 through
   the real encoder, and Rec equals the classifier's accuracy on them."""
-  import json
-  from data.dataset import load_dataset
-  from model.inference import classifier as cls
-  from model.storage.checkpoint import load_trained
   data_dir, model_dir = trained
   hps, model = load_trained(model_dir)
   test = load_dataset(data_dir, hps).splits["test"]
@@ -203,7 +203,6 @@ def test_evaluate_end_to_end_with_references_as_samples(trained, tmp_path):
 
 def test_visualize_sample_py_output(trained, tmp_path):
   """The real samples.npz of sample.py goes through visualization unchanged."""
-  from model.inference import synthesis
   data_dir, model_dir = trained
   out = tmp_path / "samples"
   synthesis.synthesize(model_dir, str(out), data_dir=data_dir, num_per_category=4)

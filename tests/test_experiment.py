@@ -10,7 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from data.synthetic import generate
+from experiments.ablation import base_hparams, run_experiment, train_variant
+from experiments.report import read_live_counts, results_markdown, table_row
+from model.training.loop import write_scalars
 from tests.conftest import ROOT, SHARED_DATA
 from utils.errors import UserError
 
@@ -46,7 +51,6 @@ def source(tmp_path_factory):
     cats = REAL
     write_slice(SHARED_DATA, str(root), cats)
   else:
-    from data.synthetic import generate
     cats = ["fish", "house", "star"]
     generate(str(root), sizes=tuple(SIZES.values()), categories=cats, workers=1,
              contact_sheet=False)
@@ -60,7 +64,6 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(source, tmp_path_factory):
-  from experiments.ablation import run_experiment
   data_dir, cats = source
   work = str(tmp_path_factory.mktemp("exp_work"))
   before = sorted(os.listdir(data_dir))
@@ -114,7 +117,6 @@ def test_live_curves_and_figures(run):
 
 
 def test_rerun_reuses_trained_variants(run):
-  from experiments.ablation import train_variant
   work, *_ = run
   stamp = os.path.getmtime(os.path.join(work, "full", "train_summary.json"))
   summary = train_variant(None, None, os.path.join(work, "full"), 4, 0)
@@ -123,9 +125,6 @@ def test_rerun_reuses_trained_variants(run):
 
 
 def test_read_live_counts_from_event_file(tmp_path):
-  import tensorflow as tf
-  from experiments.report import read_live_counts
-  from model.training.loop import write_scalars
   writer = tf.summary.create_file_writer(str(tmp_path))
   write_scalars(writer, "train", {"num_live_k": 4.0,
                                   "pi_l": [0.5, 0.45, 0.05, 0.0]}, 10)
@@ -140,7 +139,6 @@ def test_read_live_counts_from_event_file(tmp_path):
 
 
 def test_results_markdown_columns():
-  from experiments.report import results_markdown, table_row
   ev = {"rec": 0.5, "ret": {"top1": 0.1, "top10": 0.2, "top50": 0.3},
         "clustering": {"category": {
             "level_l": {"nmi": 0.4, "ari": 0.3, "purity": 0.9},
@@ -157,7 +155,6 @@ def test_results_markdown_columns():
 
 
 def test_bad_inputs(tmp_path, source):
-  from experiments.ablation import base_hparams, run_experiment
   data_dir, cats = source
   with pytest.raises(UserError, match="variants"):
     run_experiment(str(tmp_path), data_dir, cats, variants=["full", "nope"])

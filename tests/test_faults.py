@@ -15,14 +15,24 @@ import threading
 import time
 
 import numpy as np
+from PIL import Image
 import pytest
+import svgwrite
 import tensorflow as tf
 
+from data import pipeline, quickdraw, seq2png
+from data.dataset import load_png_npz
 from hparams import CONFIG_NAME, get_hparams, load_config
-from tests.conftest import ROOT, TINY_CATS
+from model import losses
+from model.rpcl_model import RPCLPix2SeqH
+from model.storage.checkpoint import load_trained
+from model.training import loop as training
 from tests.cli_harness import (Background, Proc, big_category, run_in_process,
                                samples, wait_for)
+from tests.conftest import ROOT, TINY_CATS
+from utils import ownership
 from utils.errors import UserError
+from utils.samples_file import load_samples
 
 HPARAMS = f"categories=[{','.join(TINY_CATS)}],num_mixture=2,dec_model=lstm"
 SAVE_EVERY = 2          # steps between validations / checkpoints in the kill trials
@@ -122,7 +132,6 @@ def nonfinite_variables(model):
 def watched_steps(monkeypatch):
   """Wraps every compiled train step: after each call, every weight and the
   hierarchy state must be finite; records the nonfinite flags."""
-  from model.rpcl_model import RPCLPix2SeqH
   flags_seen = []
   real = RPCLPix2SeqH.compiled_train_step
 
@@ -144,7 +153,6 @@ def watched_steps(monkeypatch):
 def poison_loss(monkeypatch, at_step, times):
   """The training loss becomes NaN at global step ``at_step``, ``times`` times
   (the step does not advance while it is skipped)."""
-  from model import losses
   real = losses.total_loss
   budget = tf.Variable(times, dtype=tf.int64, trainable=False)
 
@@ -162,9 +170,6 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
   """Inf strokes in one batch, NaN images in another, a NaN loss three times
   in a row: each step is skipped and logged, the third restores the last
   checkpoint, the run reaches num_steps with finite weights and hierarchy."""
-  from model.training import loop as training
-  from data import pipeline
-  from model.storage.checkpoint import load_trained
   real_batch = pipeline.BatchMaker.batch
 
   def batch(self, epoch, index):
@@ -202,7 +207,6 @@ def test_nan_and_inf_are_skipped_logged_and_restored(tiny_model, tmp_path, capsy
 
 def test_persistent_nan_stops_with_one_line_and_intact_checkpoint(
     tiny_model, tmp_path, monkeypatch, watched_steps):
-  from model.storage.checkpoint import load_trained
   poison_loss(monkeypatch, at_step=6, times=10 ** 6)
   args = [f"--log_root={tmp_path}", f"--data_dir={tiny_model[0]}", "--preset=tiny",
           f"--hparams={HPARAMS}", "--save_every_steps=4", "--num_steps=50"]
@@ -236,13 +240,10 @@ def test_interrupted_sample_keeps_the_old_output_or_writes_none(
     tiny_model, tmp_path, monkeypatch):
   """Ctrl-C while sample.py writes its SVGs: a previous output (with
   --overwrite) is left exactly as it was; a fresh output folder never appears."""
-  import svgwrite
-  from utils.samples_file import load_samples
   data_dir, model_dir, _ = tiny_model
   args = [f"--model_dir={model_dir}", f"--data_dir={data_dir}",
           "--num_per_category=2", "--conditional=False"]
   out, fresh = tmp_path / "out", tmp_path / "fresh"
-  from utils import ownership
   samples()(str(tmp_path), None)          # a previous run's output ...
   os.rename(tmp_path / "samples", out)
   (out / "grid.png").write_bytes(b"previous grid")
@@ -271,8 +272,6 @@ def test_seq2png_killed_mid_write_leaves_no_partial_file(tmp_path):
   """kill -9 of data.seq2png (once while the temp file is being written, twice
   at random moments): <cat>_png.npz is absent or complete, never partial;
   the loader says 'missing' and a rerun completes it."""
-  from data import seq2png
-  from data.dataset import load_png_npz
   data = tmp_path / "data"
   data.mkdir()
   lengths = big_category(str(data))
@@ -303,7 +302,6 @@ def test_seq2png_killed_mid_write_leaves_no_partial_file(tmp_path):
 def test_visualization_killed_mid_write_leaves_only_complete_figures(tmp_path):
   """kill -9 while the first figure is written: no figure under its final
   name is partial (the hidden temp file is all that is left of it)."""
-  from PIL import Image
   samples()(str(tmp_path), None)
   figs = tmp_path / "figs"
   proc = Proc([sys.executable, os.path.join(ROOT, "visualization.py"),
@@ -346,8 +344,6 @@ class SlowRangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_download_killed_mid_transfer_resumes_and_completes(tmp_path):
-  from data import quickdraw
-  from data.dataset import load_png_npz
   served, out = tmp_path / "served", tmp_path / "qd"
   served.mkdir()
   lengths = big_category(str(served))

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from hparams import get_hparams
-from model.fast import fused_norm
-from model.fast import native_ops
+from model.fast import fused_norm, native_ops
 from model.networks.encoder import Encoder, InstanceNorm
+from utils.errors import UserError
 
 pytestmark = pytest.mark.skipif(
     native_ops.kernels() is None,
@@ -176,7 +176,6 @@ def test_env_selects_kernel_families(monkeypatch, value, want):
 
 
 def test_env_unknown_family_is_a_clear_error(monkeypatch):
-  from utils.errors import UserError
   monkeypatch.setenv("RPCL_CPU_KERNELS", "gates,convs")
   monkeypatch.setattr(native_ops, "_env", {"read": False})
   with pytest.raises(UserError, match=r"RPCL_CPU_KERNELS='gates,convs': unknown "

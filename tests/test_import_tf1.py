@@ -6,13 +6,15 @@ from the TF1 arrays (an independent TF / NumPy forward pass here)."""
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from data import strokes as S
 import hparams as hp
+from model.storage.checkpoint import CheckpointState, build_model, load_trained
 from model.tf1 import tf1_layout
-from model.storage.checkpoint import load_trained
 from model.tf1.import_tf1 import import_checkpoint
 from tests.cli_harness import run_in_process
 from tests.conftest import TINY_CATS
@@ -38,8 +40,6 @@ def graph_shapes(graph):
 # --- names and shapes at the release configuration ---------------------------
 
 def test_release_names_and_shapes_and_the_map_cover_the_model(monkeypatch):
-  import keras
-  from model.storage.checkpoint import build_model
   hps = hp.get_hparams("release", "max_seq_len=4")
   graph, _ = release_graph(hps, values=False)     # names/shapes only
   shapes = graph_shapes(graph)
@@ -87,7 +87,6 @@ def test_release_names_and_shapes_and_the_map_cover_the_model(monkeypatch):
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory, tiny_data):
-  from data import strokes as S
   root = tmp_path_factory.mktemp("tf1")
   longest = max(len(x) for cat in TINY_CATS for split in S.load_strokes_npz(
       os.path.join(tiny_data, f"{cat}.npz")).values() for x in split)
@@ -250,7 +249,6 @@ def test_import_maps_every_variable_and_the_networks_agree(imported):
   check_decoder(t, hps, model)
   # the step (para.npz count = 3 Adam steps) and the Adam moments, restored
   # as train.py --resume_training would
-  from model.storage.checkpoint import CheckpointState, build_model
   fresh = build_model(hps)
   state = CheckpointState(fresh, out)
   state.restore()

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from data import ndjson, simplify
+from data.dataset import load_dataset
 from data.strokes import load_strokes_npz
+from hparams import get_hparams
 from tests.conftest import ROOT
 from utils.errors import UserError
 
@@ -219,8 +221,6 @@ def test_all_bad_or_filtered_is_an_error(tmp_path):
 
 
 def test_cli_output_loads_like_a_sketchrnn_file(tmp_path):
-  from data.dataset import load_dataset
-  from hparams import get_hparams
   rng = np.random.default_rng(3)
   lines = drawing_lines(40, rng) + [json.dumps({"drawing": SIMPLIFIED_SQUARE})]
   src = write_ndjson(str(tmp_path / "bee.ndjson"), lines)

@@ -7,7 +7,9 @@ import pytest
 from data import images as I
 from data import strokes as S
 from data.dataset import Split, load_dataset
-from data.pipeline import bucket_boundaries, make_dataset, num_batches, semi_mask
+from data.pipeline import (bucket_boundaries, make_dataset, num_batches,
+                           semi_mask)
+from data.raster import render_many
 from hparams import get_hparams
 from tests.conftest import SHARED_DATA
 from utils.errors import UserError
@@ -113,7 +115,6 @@ def test_dataset_bad_input(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="no shared data")
 def test_real_files_through_pipeline(tmp_path):
-  from data.raster import render_many
   cats = ["aaron_sheep", "omniglot", "kanji.rdp200"]
   for cat in cats:  # subsets keeping each file's own element dtype
     raw = np.load(os.path.join(SHARED_DATA, f"{cat}.npz"), allow_pickle=True,

@@ -5,13 +5,18 @@ import os
 import subprocess
 import sys
 
+from google.protobuf import text_format
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
+from tensorboard.plugins.projector import projector_plugin
+from tensorboard.plugins.projector import projector_config_pb2 as pb
 
+from model.inference import synthesis
 from tests.conftest import ROOT
 from tests.test_visualization import CATEGORIES, write_samples
 from utils import figures, projector
+from utils.drawing import thumbnail
 from utils.errors import UserError
 from utils.samples_file import load_samples
 
@@ -32,8 +37,6 @@ def exported(tmp_path_factory):
 
 
 def _config(folder):
-  from google.protobuf import text_format
-  from tensorboard.plugins.projector import projector_config_pb2 as pb
   with open(os.path.join(folder, projector.CONFIG_NAME)) as f:
     return text_format.Parse(f.read(), pb.ProjectorConfig())
 
@@ -50,7 +53,6 @@ def test_config_parses_and_names_the_files(exported):
 
 
 def test_codes_round_trip_through_the_projectors_reader(exported):
-  from tensorboard.plugins.projector import projector_plugin
   samples, out = exported
   z = projector_plugin._read_tensor_tsv_file(
       os.path.join(out["folder"], projector.TENSOR_NAME))
@@ -73,7 +75,6 @@ def test_metadata_rows_match_the_codes(exported):
 
 
 def test_sprite_is_a_square_grid_of_the_tinted_sketches(exported):
-  from utils.drawing import thumbnail
   samples, out = exported
   sprite = np.asarray(Image.open(os.path.join(out["folder"],
                                               projector.SPRITE_NAME)))
@@ -118,7 +119,6 @@ def test_sample_overwrite_replaces_a_folder_with_projector_files(
     tiny_model, tmp_path):
   """The projector files are recorded in the samples folder's manifest, so
   sample.py --overwrite may replace the folder (and drops them)."""
-  from model.inference import synthesis
   data_dir, model_dir, _ = tiny_model
   out = str(tmp_path / "s")
   synthesis.synthesize(model_dir, out, data_dir=data_dir, num_per_category=3)

@@ -9,16 +9,18 @@ and 8 categories.
 """
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import hparams as hp
 from model import losses
-from model.networks.encoder import Encoder
 from model.hierarchy import Hierarchy
+from model.networks.encoder import Encoder
 from model.networks.image_decoder import ImageDecoder
 from model.networks.stroke_decoder import StrokeDecoder
+from model.storage.checkpoint import build_model
 
 RELEASE_FILTER_STD = 1.0 / math.sqrt(3 / 2.0)   # 0.8165 for a 3x3 filter
 
@@ -158,8 +160,6 @@ def test_existing_presets_keep_the_block_init():
 def test_release_preset_builds(monkeypatch):
   """The whole model at the release's sizes (23.9M weights) builds; the four
   (2048, 2048) orthogonal draws, the only slow part, are replaced by zeros."""
-  import keras
-  from model.storage.checkpoint import build_model
   monkeypatch.setattr(keras.initializers.Orthogonal, "__call__",
                       lambda self, shape, dtype=None: tf.zeros(shape, dtype))
   model = build_model(hp.get_hparams("release", "max_seq_len=4"))

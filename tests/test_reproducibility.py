@@ -20,6 +20,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data.dataset import load_dataset
+from data.pipeline import BatchMaker
+from experiments.report import read_scalars
+from hparams import CONFIG_NAME, load_config
+from model.inference import synthesis
 from tests.cli_harness import Background
 from tests.conftest import ROOT, TINY_CATS, TINY_STEPS
 
@@ -100,7 +105,6 @@ def rerun(early_jobs):
 
 
 def test_same_seed_same_losses_at_every_step(tiny_model, rerun):
-  from experiments.report import read_scalars
   a = read_scalars(os.path.join(tiny_model[1], "tb"))
   b = read_scalars(os.path.join(rerun[0], "tb"))
   assert sorted(a) == sorted(b) and "train/lil" in a and "train/pi_l/0" in a
@@ -130,9 +134,6 @@ def test_same_seed_same_weights_optimizer_hierarchy_and_rng_state(tiny_model, re
 def test_same_seed_same_batches_in_both_processes(tiny_model, rerun):
   """Order + augmentation of every batch the run used (4 per epoch here) equal
   a third run in this process; another seed gives other batches."""
-  from data.dataset import load_dataset
-  from data.pipeline import BatchMaker
-  from hparams import CONFIG_NAME, load_config
   recorded = rerun[1]
   hps = load_config(os.path.join(tiny_model[1], CONFIG_NAME))
   train = load_dataset(tiny_model[0], hps).splits["train"]
@@ -147,7 +148,6 @@ def test_same_seed_same_batches_in_both_processes(tiny_model, rerun):
 
 def test_same_seed_same_sketches(tiny_model, rerun, tmp_path):
   """sample.py (conditional: references, encoder, decoder) in both processes."""
-  from model.inference import synthesis
   synthesis.synthesize(tiny_model[1], str(tmp_path / "s"), num_per_category=3,
                        seed=SAMPLE_SEED)
   out = []

@@ -8,9 +8,14 @@ import os
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
 
+from data.dataset import load_dataset
+from data.raster import render_many
 from hparams import CONFIG_NAME
+from model.inference import sampler, synthesis
+from model.storage.checkpoint import load_trained
 from tests.conftest import TINY_CATS
 from utils.errors import UserError
 
@@ -26,7 +31,6 @@ def trained(tiny_model):
 
 
 def run(trained, out, **kw):
-  from model.inference import synthesis
   data_dir, model_dir, _ = trained
   kw.setdefault("data_dir", data_dir)
   kw.setdefault("num_per_category", N)
@@ -45,10 +49,6 @@ def conditional(trained, tmp_path_factory):
 
 
 def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
-  from data.dataset import load_dataset
-  from data.raster import render_many
-  from model.storage.checkpoint import load_trained
-  from PIL import Image
   out, summary = conditional
   s = load(out)
   n = 2 * N
@@ -88,7 +88,6 @@ def test_conditional_outputs_are_complete_and_consistent(trained, conditional):
 
 
 def test_same_seed_same_sketches(trained, conditional, tmp_path):
-  from model.inference import synthesis
   run(trained, tmp_path / "again", seed=3)
   a, b = load(conditional[0]), load(tmp_path / "again")
   assert len(a["strokes"]) == len(b["strokes"])
@@ -152,8 +151,6 @@ def test_old_config_with_missing_fields_still_samples(trained, tmp_path):
 
 
 def test_all_level_l_is_every_live_unit_as_level_l_gives_it(trained, tmp_path):
-  from model.inference import sampler
-  from model.storage.checkpoint import load_trained
   _, model = load_trained(trained[1])
   live = sampler.live_units(model.hierarchy)
   assert live

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hparams import get_hparams
+from model.hierarchy import Hierarchy
 from model.inference import sampler
+from model.networks.stroke_decoder import StrokeDecoder
 from utils.errors import UserError
 
 Params = collections.namedtuple(
@@ -265,12 +268,10 @@ def test_analogy_and_interpolation():
 # --- the real model parts at the tiny preset ----------------------------------
 
 def tiny_hps():
-  from hparams import get_hparams
   return get_hparams("tiny", "num_mixture=3,num_sub=2,max_seq_len=30")
 
 
 def test_real_stroke_decoder_batched_equals_single_and_stops():
-  from model.networks.stroke_decoder import StrokeDecoder
   hps = tiny_hps()
   dec = StrokeDecoder(hps)
   dec.build()
@@ -289,7 +290,6 @@ def test_real_stroke_decoder_batched_equals_single_and_stops():
 
 
 def test_level_k_codes_get_label_k_from_the_real_hierarchy():
-  from model.hierarchy import Hierarchy
   hps = tiny_hps()
   h = Hierarchy(hps)
   K, L, dim = hps.num_components, hps.num_units, hps.z_size

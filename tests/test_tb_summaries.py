@@ -6,8 +6,17 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 import pytest
+from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+import tensorflow as tf
 
+from data.dataset import load_dataset
+from hparams import CONFIG_NAME
+from model.storage.checkpoint import load_trained
+from model.training import summaries
+from model.training.summaries import (ValidationSummaries, index_histogram,
+                                      pick_spread)
 from tests.conftest import TINY_STEPS
 
 VALID_STEPS = [3, 6]
@@ -15,7 +24,6 @@ VALID_STEPS = [3, 6]
 
 @pytest.fixture(scope="module")
 def events(tiny_model):
-  from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
   tb = os.path.join(tiny_model[1], "tb")
   mux = pem.EventMultiplexer(tensor_size_guidance={"scalars": 0, "images": 0,
                                                    "histograms": 0, "text": 0})
@@ -32,7 +40,6 @@ def _tags(events, plugin):
 
 def _values(events, tag):
   """{step: ndarray} of a tensor summary."""
-  import tensorflow as tf
   mux, run = events
   return {e.step: tf.make_ndarray(e.tensor_proto) for e in mux.Tensors(run, tag)}
 
@@ -52,8 +59,6 @@ def test_scalars_a_researcher_looks_at(events):
 
 
 def test_images_at_every_validation(events):
-  from PIL import Image
-  from model.training import summaries
   assert {summaries.RECON_TAG, summaries.LEVEL_L_TAG} <= _tags(events, "images")
   for tag in (summaries.RECON_TAG, summaries.LEVEL_L_TAG):
     values = _values(events, tag)
@@ -67,7 +72,6 @@ def test_images_at_every_validation(events):
 
 
 def test_prior_histograms_match_the_logged_priors(events):
-  from model.training import summaries
   assert {summaries.PI_K_TAG, summaries.PI_L_TAG} <= _tags(events, "histograms")
   pi_k, pi_l = (_values(events, t) for t in (summaries.PI_K_TAG,
                                               summaries.PI_L_TAG))
@@ -84,8 +88,6 @@ def test_prior_histograms_match_the_logged_priors(events):
 
 
 def test_model_config_as_text(events, tiny_model):
-  from hparams import CONFIG_NAME
-  from model.training import summaries
   assert summaries.CONFIG_TAG in _tags(events, "text")
   (text,) = _values(events, summaries.CONFIG_TAG).values()
   text = text.item().decode()
@@ -95,7 +97,6 @@ def test_model_config_as_text(events, tiny_model):
 
 
 def test_pick_spread_and_index_histogram():
-  from model.training.summaries import index_histogram, pick_spread
   labels = np.array([0, 0, 0, 1, 1, 2, 0, 2])
   np.testing.assert_array_equal(pick_spread(labels, 4), [0, 1, 3, 5])
   np.testing.assert_array_equal(pick_spread(labels, 6), [0, 1, 3, 4, 5, 7])
@@ -107,10 +108,6 @@ def test_pick_spread_and_index_histogram():
 def test_summaries_change_no_model_state(tiny_model, tmp_path):
   """Writing the summaries leaves every variable (weights, hierarchy, step,
   RNG state) as it was, so training logs the same losses with or without."""
-  import tensorflow as tf
-  from data.dataset import load_dataset
-  from model.storage.checkpoint import load_trained
-  from model.training.summaries import ValidationSummaries
   hps, model = load_trained(tiny_model[1])
   before = [v.numpy().copy() for v in model.variables]
   s = ValidationSummaries(load_dataset(tiny_model[0], hps).splits["valid"], hps)

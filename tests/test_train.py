@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data.dataset import load_dataset
+from data.pipeline import make_dataset
 from hparams import CONFIG_NAME, load_config
+from model.storage.checkpoint import build_model, load_trained
+from model.training.loop import evaluate_split, train
 from tests.conftest import tiny_hps
 from utils.errors import UserError
 
@@ -15,8 +19,6 @@ from utils.errors import UserError
 @pytest.fixture(scope="module")
 def loaded(tiny_data):
   """(hps with computed lengths, SketchData, one fixed training batch)."""
-  from data.dataset import load_dataset
-  from data.pipeline import make_dataset
   hps = tiny_hps()
   data = load_dataset(tiny_data, hps)
   hps = hps.replace(max_seq_len=data.max_seq_len, scale_factor=data.scale_factor)
@@ -30,7 +32,6 @@ def _values(variables):
 
 
 def _model(hps, seed=0):
-  from model.storage.checkpoint import build_model
   return build_model(hps, seed=seed)
 
 
@@ -136,8 +137,6 @@ def _hierarchy(model):
 
 
 def test_resume_continues_at_saved_step(tiny_data, tmp_path):
-  from model.storage.checkpoint import load_trained
-  from model.training.loop import train
   root = str(tmp_path / "run")
   better = iter([10.0, 9.0])   # both validations improve: no restore-on-miss
   first = train(tiny_hps(), tiny_data, root, num_steps=12, save_every_steps=6,
@@ -182,7 +181,6 @@ def _forced_validation(losses):
 
 def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
   """Forced validation sequence: improve, improve, miss, miss -> stop (patience 2)."""
-  from model.training.loop import train
   root = str(tmp_path / "run")
   validate, snapshots = _forced_validation([5.0, 4.0, 4.5, 4.0])
   out = train(tiny_hps(patience=2), tiny_data, root, num_steps=1000,
@@ -194,7 +192,6 @@ def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
   # weights and hierarchy were rolled back to the step-8 checkpoint.
   assert out["step"] == 8 and out["best_valid_lil"] == 4.0
   assert out["checkpoint"].endswith("ckpt-8")
-  from model.storage.checkpoint import load_trained
   _, restored = load_trained(root)
   want = snapshots[8]
   got = _values(restored.trainable_variables) + _hierarchy(restored)
@@ -205,7 +202,6 @@ def test_restore_on_miss_and_early_stopping(tiny_data, tmp_path):
 def test_keep_on_miss_trains_on_and_saves(tiny_data, tmp_path):
   """on_miss=keep: improve, miss, miss -> no rollback, every validation
   saves, the latest checkpoint is the newest step; patience still stops."""
-  from model.training.loop import train
   root = str(tmp_path / "run")
   validate, snapshots = _forced_validation([5.0, 6.0, 7.0])
   out = train(tiny_hps(patience=2, on_miss="keep"), tiny_data, root,
@@ -216,7 +212,6 @@ def test_keep_on_miss_trains_on_and_saves(tiny_data, tmp_path):
       (4, True), (8, False), (12, False)]
   assert out["step"] == 12 and out["best_valid_lil"] == 5.0
   assert out["checkpoint"].endswith("ckpt-12")
-  from model.storage.checkpoint import load_trained
   _, restored = load_trained(root)
   for a, b in zip(snapshots[12], _values(restored.trainable_variables)
                   + _hierarchy(restored)):
@@ -226,8 +221,6 @@ def test_keep_on_miss_trains_on_and_saves(tiny_data, tmp_path):
 def test_eval_sketches_validates_on_a_fixed_subset(tiny_data, tmp_path):
   """hps.eval_sketches = n: the validation losses are those of
   evaluate_split on Split.subset(n) (the same seeded sketches each time)."""
-  from data.dataset import load_dataset
-  from model.training.loop import evaluate_split, train
   hps = tiny_hps(eval_sketches=5)
   out = train(hps, tiny_data, str(tmp_path / "run"), num_steps=3,
               save_every_steps=3, verbose=False)

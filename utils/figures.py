@@ -6,12 +6,18 @@ label), tree.jpg (utils/tree_figure.py) and the Embedding Projector export
 """
 import os
 
+import matplotlib
 import numpy as np
 from PIL import Image
+from sklearn.manifold import TSNE
 
-from utils import drawing, ownership, tree_figure
+from utils import drawing, ownership, projector, tree_figure
 from utils.errors import UserError
 from utils.io import ensure_dir
+from utils.metrics import live_mask
+
+matplotlib.use("Agg")   # figures are files: no display needed
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 MIN_TSNE_SAMPLES = 5
 
@@ -24,7 +30,6 @@ def check_tsne_size(n, path="samples"):
 
 def tsne_2d(z, seed=0):
   """2-D t-SNE of the codes (sklearn), perplexity adapted to small N."""
-  from sklearn.manifold import TSNE  # pylint: disable=import-outside-toplevel
   n = len(z)
   check_tsne_size(n)
   perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
@@ -108,9 +113,6 @@ def draw_result(xy, samples, path):
 
 def draw_scatter(xy, labels, level, num_total, path, live=None):
   """level_k.jpg / level_l.jpg: t-SNE scatter coloured by label, legend #index."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   present = sorted(set(labels.tolist()))
   pal = drawing.palette(num_total)
   size = float(np.clip(4000.0 / len(xy), 10, 60))
@@ -158,7 +160,6 @@ def visualize(samples, output_dir, seed=0, edge_threshold=0.05,
   check_output_dir(output_dir, samples)
   ensure_dir(output_dir)
   xy = tsne_2d(samples["z"], seed)
-  from utils.metrics import live_mask  # pylint: disable=import-outside-toplevel
   out = {"result": draw_result(xy, samples, os.path.join(output_dir, "result.jpg"))}
   out["level_k"] = draw_scatter(xy, samples["label_k"], "level-k",
                                 len(samples["pi_k"]),
@@ -179,7 +180,6 @@ def export_projector(samples, output_dir):
   beside the figures and in the folder's own manifest, so sample.py
   --overwrite may still replace a samples folder holding them; the sketches
   are coloured by category like result.jpg.  Returns its summary dict."""
-  from utils import projector  # pylint: disable=import-outside-toplevel
   projector.thumb_size(len(samples["z"]))   # too many samples: before writing
   check_output_dir(output_dir, samples, projector.FILES)
   ensure_dir(output_dir)

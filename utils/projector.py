@@ -18,6 +18,8 @@ import math
 import os
 
 import numpy as np
+from google.protobuf import text_format
+from tensorboard.plugins.projector import projector_config_pb2 as pb
 
 from utils import drawing
 from utils.errors import UserError
@@ -82,8 +84,6 @@ def tensor_tsv(z):
 
 def config_text(n, dim, thumb, name="codes z"):
   """projector_config.pbtxt (text-format ProjectorConfig) for the files."""
-  from google.protobuf import text_format
-  from tensorboard.plugins.projector import projector_config_pb2 as pb
   config = pb.ProjectorConfig()
   emb = config.embeddings.add()
   emb.tensor_name = name

@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 
 from utils.errors import UserError
+from utils.io import atomic_savez
 
 SAMPLES_NAME = "samples.npz"
 ROLE = "sample"   # utils/ownership.py role of the file (and of its folder)
@@ -43,7 +44,6 @@ def write_samples(folder, *, strokes, images, z, label_k, label_l, category,
                   categories, scale_factor, pi_l, pi_k, q_kl, model_dir,
                   data_dir):
   """Writes ``<folder>/samples.npz`` atomically; returns its path."""
-  from utils.io import atomic_savez  # pylint: disable=import-outside-toplevel
   path = os.path.join(folder, SAMPLES_NAME)
   atomic_savez(
       path, role=ROLE,

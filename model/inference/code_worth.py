@@ -30,6 +30,7 @@ validation (data/pipeline.py, in order, remainder kept).
 """
 import numpy as np
 
+from data.pipeline import make_dataset
 
 VALID_SKETCHES = 256   # validation: at most this many valid sketches
 
@@ -73,7 +74,6 @@ def code_worth(model, split, max_sketches=0, seed=0, on_batch=None):
   "num_sketches", "num_points", "shuffle"}.  ``max_sketches``: evaluate a
   seeded subset (0: the whole split); ``seed``: the subset's and the
   derangement's; ``on_batch()``: called after each decoder batch."""
-  from data.pipeline import make_dataset  # pylint: disable=import-outside-toplevel
   hps = model.hps
   split = split.subset(max_sketches, seed)
   if len(split) < 2:

@@ -20,7 +20,13 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
+from data.dataset import load_dataset
+from data.images import to_unit_range
+from model.inference import classifier as cls
+from model.inference import code_worth
+from model.storage.checkpoint import load_trained, recorded_data_dir
 from utils import metrics, ownership, samples_file
 from utils.errors import UserError
 from utils.io import atomic_write_text, check_writable
@@ -32,7 +38,6 @@ STYLES_SUFFIX = "_styles.npz"
 
 def encode_means(encode, images, batch_size=256, on_batch=None):
   """Encoder means of uint8 images (N, w, w) -> float32 (N, D) (z = m)."""
-  from data.images import to_unit_range  # pylint: disable=import-outside-toplevel
   out = []
   for start in range(0, len(images), batch_size):
     x = to_unit_range(images[start:start + batch_size])[..., None]
@@ -163,7 +168,6 @@ def check_output(output, model_dir, data_dir):
   """Refuses an --output inside the model or data folder (or recorded data
   folder), a folder, a file this program's evaluate step did not write, or
   an unwritable place."""
-  from model.storage.checkpoint import recorded_data_dir  # pylint: disable=import-outside-toplevel
   ownership.refuse_overlap("--output", output, [
       ("--model_dir", model_dir), ("--data_dir", data_dir),
       (f"the data folder recorded in {model_dir}", recorded_data_dir(model_dir))])
@@ -179,12 +183,6 @@ def evaluate(model_dir, data_dir, samples_dir="outputs/samples", output=None,
 
   ``code_worth_sketches``: the code's worth on a seeded subset of that many
   test sketches (0: the whole test split)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from data.dataset import load_dataset  # pylint: disable=import-outside-toplevel
-  from model.inference import classifier as cls  # pylint: disable=import-outside-toplevel
-  from model.inference import code_worth  # pylint: disable=import-outside-toplevel
-  from model.storage.checkpoint import load_trained  # pylint: disable=import-outside-toplevel
-
   if not output and not samples_dir:
     raise UserError("--output is required when --samples_dir is empty")
   output = output or os.path.join(samples_dir, "evaluation.json")

@@ -9,8 +9,17 @@ utils/samples_file.py) atomically through utils.io.publish_dir.
 import os
 
 import numpy as np
+import svgwrite
+from PIL import Image
 
+from data.dataset import load_dataset
+from data.images import to_unit_range
+from data.raster import render_many
+from model.inference import sampler
+from model.storage.checkpoint import load_trained, recorded_data_dir
 from utils import ownership, samples_file
+from utils.contact_sheet import page_name, render_pages
+from utils.drawing import palette
 from utils.errors import UserError
 from utils.io import check_writable, publish_dir
 
@@ -38,7 +47,6 @@ def check_output_dir(path, overwrite, model_dir, data_dir=None):
   or recorded in the model's train_info.json), a file, a non-empty folder
   without --overwrite, a folder holding files this program did not write, or
   no write access -- all before anything is loaded or written."""
-  from model.storage.checkpoint import recorded_data_dir
   ownership.refuse_overlap("--output_dir", path, [
       ("--model_dir", model_dir), ("--data_dir", data_dir),
       (f"the data folder recorded in {model_dir}",
@@ -71,8 +79,6 @@ def check_args(num_per_category, temperature, greedy, steps, max_len, modes):
 
 
 def load_test_split(model_dir, data_dir, hps, why):
-  from data.dataset import load_dataset
-  from model.storage.checkpoint import recorded_data_dir
   data_dir = data_dir or recorded_data_dir(model_dir)
   if not data_dir:
     raise UserError(f"--data_dir is required for {why} (no data folder is "
@@ -82,7 +88,6 @@ def load_test_split(model_dir, data_dir, hps, why):
 
 def encode(model, images, batch=256):
   """Encoder means (N, D) float32 of uint8 images (N, w, w)."""
-  from data.images import to_unit_range
   out = [model.encode(to_unit_range(images[i:i + batch])[..., None])[0].numpy()
          for i in range(0, len(images), batch)]
   return np.concatenate(out).astype(np.float32)
@@ -110,7 +115,6 @@ def _codes_from_units(h, units, n, seed):
   """n codes from each level-l unit of ``units`` (each unit's codes those
   ``--level_l`` gives it, whatever the other units); grid rows by unit and
   component."""
-  from model.inference import sampler
   zs, rows = [], []
   for i, l in enumerate(units):
     z, ks = sampler.codes_from_level_l(h, l, n, seed)
@@ -125,7 +129,6 @@ def _codes_from_units(h, units, n, seed):
 def build_codes(model, hps, model_dir, data_dir, a):
   """Codes and bookkeeping for the chosen mode -> dict (z, category, ref_index,
   ref_images, mode, rows) where rows group sketch indices for the grid."""
-  from model.inference import sampler
   h, n, seed = model.hierarchy, a["num_per_category"], a["seed"]
   K, L, C = hps.num_components, hps.num_units, len(hps.categories)
   none = lambda m: np.full(m, -1, np.int32)
@@ -191,7 +194,6 @@ def _wanted_categories(names, categories):
 
 def write_svg(path, stroke3, rgb, size=SVG_SIZE):
   """One sketch as an SVG: a polyline per pen-down stroke, fitted to size px."""
-  import svgwrite
   dwg = svgwrite.Drawing(path, size=(size, size), profile="tiny")
   dwg.add(dwg.rect((0, 0), (size, size), fill="white"))
   if len(stroke3):
@@ -251,7 +253,6 @@ def grid_legend(codes, label_l, categories, temperature, greedy):
   colours are their category (conditional) or their level-l label."""
   how = "greedy" if greedy else f"temperature {temperature:g}"
   title = f"{GRID_TITLES[codes['mode']]}; {how}"
-  from utils.drawing import palette
   if codes["mode"] == "conditional":
     used = sorted(set(np.asarray(codes["category"]).tolist()))
     pal = palette(len(categories))
@@ -265,7 +266,6 @@ def grid_legend(codes, label_l, categories, temperature, greedy):
 def write_grid(folder, blocks, legend):
   """grid.png (and grid-2.png, ... when one page of utils/contact_sheet.py's
   MAX_SIDE px does not hold every sketch); returns the file names."""
-  from utils.contact_sheet import page_name, render_pages
   title, entries, entries_title = legend
   pages = render_pages(blocks, title, entries, entries_title)
   names = [page_name(GRID_NAME, i) for i in range(len(pages))]
@@ -288,10 +288,6 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
                   interpolate=interpolate,
                   all_level_l=True if all_level_l else None))
   check_output_dir(output_dir, overwrite, model_dir, data_dir)
-  from data.raster import render_many
-  from model.inference import sampler
-  from model.storage.checkpoint import load_trained, recorded_data_dir
-  from utils.drawing import palette
   hps, model = load_trained(model_dir)
   codes = build_codes(model, hps, model_dir, data_dir, a)
   z = codes["z"]
@@ -321,7 +317,6 @@ def synthesize(model_dir, output_dir="outputs/samples", data_dir=None,
   codes["ref_images"] = ref_images
 
   def fill(folder):
-    from PIL import Image
     os.makedirs(os.path.join(folder, "svg"))
     os.makedirs(os.path.join(folder, "png"))
     for i in range(n):

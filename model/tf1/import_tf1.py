@@ -2,7 +2,7 @@
 8-category model) into a model folder that sample.py, visualization.py and
 evaluate.py load.
 
-  python -m model.import_tf1 --checkpoint RELEASE_DIR --out_dir MODEL \\
+  python -m model.tf1.import_tf1 --checkpoint RELEASE_DIR --out_dir MODEL \\
       [--data_dir DATA] [--hparams max_seq_len=N,...]
 
 ``--checkpoint`` is the release's ``--log_root`` (its latest checkpoint, with
@@ -29,8 +29,17 @@ import tempfile
 
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
+from data import strokes as S
+from data.dataset import check_data_dir, stroke_path
+from hparams import (CONFIG_NAME, HParams, _split_assignments, get_hparams,
+                     save_config)
+from model.storage.checkpoint import CheckpointState, build_model, write_train_info
+from model.tf1.tf1_layout import (NON_WEIGHTS, SCOPE, infer_architecture,
+                                  release_shapes, trainable_names, weight_map)
+from utils import ownership
 from utils.errors import UserError, check_argv, cli_main, require_flags
 
 FLAGS = flags.FLAGS
@@ -61,7 +70,6 @@ def _more(items):
 
 def open_checkpoint(path):
   """(CheckpointReader, prefix, folder or None) of a folder or a prefix."""
-  import tensorflow as tf
   folder = None
   if os.path.isdir(path):
     folder, prefix = path, tf.train.latest_checkpoint(path)
@@ -79,7 +87,6 @@ def open_checkpoint(path):
   except (tf.errors.OpError, ValueError) as e:
     raise UserError(f"checkpoint {prefix!r} is unreadable: "
                     f"{str(e).strip().splitlines()[0][:200]}") from None
-  from model.tf1.tf1_layout import SCOPE
   if not any(name.startswith(SCOPE + "/") for name in shapes):
     example = sorted(shapes)[0] if shapes else "nothing"
     raise UserError(f"checkpoint {prefix!r} is not one of the released "
@@ -124,8 +131,6 @@ def _coerce(key, value, default, where):
 def build_hparams(shapes, config_path=None, overrides=""):
   """The ``release`` preset, the architecture read off ``shapes``, the
   release's config (if any), then ``overrides`` (see the module doc)."""
-  from hparams import HParams, _split_assignments, get_hparams
-  from model.tf1.tf1_layout import infer_architecture
   arch = infer_architecture(shapes)
   base = get_hparams("release")
   changes = {}
@@ -156,8 +161,6 @@ def build_hparams(shapes, config_path=None, overrides=""):
 def fill_from_data(hps, data_dir):
   """max_seq_len (if unknown) and scale_factor from the training data, as
   data/dataset.py computes them (first num_per_category per split)."""
-  from data import strokes as S
-  from data.dataset import check_data_dir, stroke_path
   check_data_dir(data_dir)
   longest, train = 0, []
   for cat in hps.categories:
@@ -186,7 +189,6 @@ def check_names(shapes, hps, prefix):
   """Every variable of ``shapes`` is the release's (weights, GMM state,
   num_of_steps, Adam slots and powers) with the expected shape, and none of
   the release's is missing.  Returns (has Adam slots, names of the powers)."""
-  from model.tf1.tf1_layout import release_shapes, trainable_names
   expected = release_shapes(hps)
   missing = sorted(set(expected) - set(shapes))
   if missing:
@@ -237,7 +239,6 @@ def find_slots(shapes, trainable):
 
 def slot_reader(slots):
   """{(variable, suffix): slot name}, preferring the release's own prefix."""
-  from model.tf1.tf1_layout import SCOPE
   out = {}
   for name, key in sorted(slots.items()):
     if key not in out or name == f"{SCOPE}/{key[0]}/{key[1]}":
@@ -250,7 +251,6 @@ def step_count(reader, powers, para):
   0.999^(steps + 1); None when neither is there."""
   if para is not None and "count" in para:
     return int(para["count"])
-  from model.tf1.tf1_layout import SCOPE
   candidates = [p for p in powers if p.endswith("/beta2_power")]
   if f"{SCOPE}/beta2_power" in candidates:   # the training model's optimiser
     candidates = [f"{SCOPE}/beta2_power"]
@@ -294,7 +294,6 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
                       data_dir=None, optimizer=True):
   """Writes ``out_dir`` from the release's ``checkpoint``; returns a report
   dict (hps, prefix, consumed TF1 names, number of weights, optimizer, step)."""
-  from utils import ownership
   out_dir = os.path.abspath(out_dir)
   if os.path.lexists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise UserError(f"--out_dir={out_dir!r} exists and is not an empty folder: "
@@ -313,9 +312,6 @@ def import_checkpoint(checkpoint, out_dir, config=None, overrides="",
   slots, powers = check_names(shapes, hps, prefix)
   para = read_para(folder)
 
-  from hparams import CONFIG_NAME, save_config
-  from model.storage.checkpoint import CheckpointState, build_model, write_train_info
-  from model.tf1.tf1_layout import NON_WEIGHTS, weight_map
   model = build_model(hps)
   assignments = weight_map(model)
   targets = {id(a.variable) for a in assignments}

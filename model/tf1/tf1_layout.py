@@ -29,6 +29,8 @@ import collections
 
 import numpy as np
 
+from utils.errors import UserError
+
 SCOPE = "RPCL-pix2seq"
 CELL_CLASS = {"lstm": "LSTMCell", "layer_norm": "LayerNormLSTMCell",
               "hyper": "HyperLSTMCell"}
@@ -256,8 +258,6 @@ def infer_architecture(shapes):
   num_output_mixture and, for the HyperLSTM, hyper_num_units and
   hyper_embedding_size.  ``evidence`` names the variable and its shape.
   Raises UserError when a variable needed for it is missing or odd."""
-  from utils.errors import UserError
-
   def get(name):
     if name not in shapes:
       raise UserError(f"the checkpoint lacks variable {name}, which the "

@@ -20,7 +20,9 @@ import json
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.histogram import metadata
 
+from data.images import to_unit_range
 from data.raster import render_many
 from model.inference import sampler
 from utils import contact_sheet
@@ -67,7 +69,6 @@ def index_histogram(weights):
 
 
 def write_index_histogram(tag, weights, step, description=""):
-  from tensorboard.plugins.histogram import metadata
   tf.summary.write(tag, tf.constant(index_histogram(weights), tf.float64),
                    step=step,
                    metadata=metadata.create_summary_metadata(tag, description))
@@ -105,7 +106,6 @@ class ValidationSummaries:
     self.per_unit, self.max_units = int(per_unit), int(max_units)
 
   def _codes(self, model):
-    from data.images import to_unit_range
     m, _ = model.encode(to_unit_range(self.images)[..., None])
     h = model.hierarchy
     pi_l = h.pi_l.numpy()
