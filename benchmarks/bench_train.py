@@ -14,12 +14,13 @@ In ONE process (so that machine load hits all of them alike), per size:
   enc     the encoder alone, fwd + bwd (its instance norms by model/fast/fused_norm.py)
   full_in_ops the full step with the HyperLSTM kernels but the instance norms
           as Keras layers (what the norm kernel gains)
-  rec_old the same by autodiff of the plain loop (tests/reference_paths.py)
+  rec_old the same by autodiff of the plain loop (recurrence=autodiff)
   full    RPCLPix2SeqH.compiled_train_step, exactly as train.py runs it, on a
           stroke step (warm-up over: the steady state)
-  full_old the same step traced with the old paths (reference_paths.old_paths:
-          autodiff recurrence, space-to-batch dilated convs, both decoders'
-          backward)
+  full_old the same step traced with the fast paths off by the model's own
+          switches (train_parts.fast_paths_off: recurrence=autodiff, no C++
+          kernel); the dilated convs as single Conv2D ops and the backward
+          through one decoder stay, as they have no switch
   hier    hierarchy update + all losses (+ their backward) at the same B, D, K, L
 Times are the minimum over ``reps`` (the machine is shared).  Sizes: ``small``
 (the small preset, T=130) and ``paper`` (H=2048, B=128, T=130, D=128, K=L=16:
@@ -68,6 +69,11 @@ from benchmarks.flops import (conv_fwd_flops, decoder_fwd_flops,  # noqa: E402
                               gate_width, lstm_fwd_flops,
                               recurrence_fwd_flops)
 from benchmarks.timing import interleaved, maxrss_mb  # noqa: E402
+from data.random_batch import random_batch  # noqa: E402
+from hparams import get_hparams  # noqa: E402
+from model.fast import native_ops  # noqa: E402
+from model.storage.checkpoint import build_model  # noqa: E402
+from model.threads import configure_threads  # noqa: E402
 from benchmarks.train_parts import (SGEMM_N, decoder_step,  # noqa: E402
                                     encoder_step, hierarchy_losses_step,
                                     keras_lstm_step, old_train_step,
@@ -85,7 +91,6 @@ SIZES = {
 
 def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
   """Times ``parts`` at one size; returns a dict of FLOP/s, seconds, ratios."""
-  from hparams import get_hparams
   preset, over = SIZES[size]
   hps = get_hparams(preset, over.replace("max_seq_len=130",
                                          f"max_seq_len={seq_len}")
@@ -117,15 +122,12 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
     flops["sgemm"] = 2 * n ** 3
   if "lstm" in parts:
     steps["lstm"] = keras_lstm_step(hps)
-  from model.fast import native_ops
-  from model.storage.checkpoint import build_model
-  from model.rpcl_model import random_batch
   model = build_model(hps)
   batch = random_batch(hps)
   if "rec" in parts:
     steps["rec"] = recurrence_step(hps, model)
   if "rec_old" in parts:
-    steps["rec_old"] = recurrence_step(hps, model, old=True)
+    steps["rec_old"] = recurrence_step(hps, model, "autodiff")
   if "rec_ops" in parts:
     steps["rec_ops"] = traced_in(native_ops.disabled,
                                  recurrence_step(hps, model))
@@ -181,7 +183,6 @@ def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
   ``threads``: "auto" (model/threads.configure_threads, as train.py) or
   "given" (already set by the caller)."""
   if threads == "auto":
-    from model.threads import configure_threads
     configure_threads()
   res = dict(tf_version=tf.__version__, cpus=os.cpu_count(),
              intra_op=tf.config.threading.get_intra_op_parallelism_threads(),

@@ -7,7 +7,7 @@ Times, on the first GPU (or the CPU with --dry_run):
   K=L=16, T=--seq_len) for float32 and mixed_bfloat16, each with and without
   ``jit_compile``: first call (trace + compile) and the median of --steps
   timed steps after one warm-up, in sketches/s;
-* a batched sample of --num_samples sketches (model/sampler.sample_strokes).
+* a batched sample of --num_samples sketches (model/inference/sampler.sample_strokes).
 Configurations run while time is left before --deadline_s; a skipped one is
 recorded as such.  Writes ``gpu_bench.json`` and ``gpu_bench.md`` (a table) to
 --out_dir, atomically.  --dry_run: the tiny preset on the CPU, 1 step, 20
@@ -32,12 +32,20 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_samples", 1000, "sketches of the batched sample")
   flags.DEFINE_float("deadline_s", 300.0, "stop starting configurations after")
 
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data.random_batch import random_batch  # noqa: E402
+from hparams import get_hparams  # noqa: E402
+from model.inference import sampler  # noqa: E402
+from model.storage.checkpoint import build_model  # noqa: E402
+from utils.io import atomic_write_text, ensure_dir  # noqa: E402
+
 CONFIGS = [("float32", False), ("float32", True), ("mixed_bfloat16", False),
            ("mixed_bfloat16", True)]
 
 
 def paper_hps(dry_run, seq_len, precision, jit):
-  from hparams import get_hparams
   base = ("tiny", "num_mixture=2") if dry_run else \
       ("paper", "num_mixture=16,num_sub=1")
   return get_hparams(base[0], f"{base[1]},max_seq_len={seq_len},"
@@ -46,9 +54,6 @@ def paper_hps(dry_run, seq_len, precision, jit):
 
 def time_train(hps, steps):
   """(first call s, median step s) of the compiled train step."""
-  import numpy as np
-  from model.storage.checkpoint import build_model
-  from model.rpcl_model import random_batch
   model = build_model(hps)
   batch = random_batch(hps)
   fn = model.compiled_train_step()
@@ -66,9 +71,6 @@ def time_train(hps, steps):
 
 def time_sample(hps, num):
   """Seconds of one batched sample of ``num`` sketches (after a warm-up)."""
-  import numpy as np
-  from model.inference import sampler
-  from model.storage.checkpoint import build_model
   model = build_model(hps)
   z = np.random.default_rng(0).normal(size=(num, hps.z_size))
   sampler.sample_strokes(model.stroke_decoder, z[:2], hps.max_seq_len)
@@ -79,7 +81,6 @@ def time_sample(hps, num):
 
 def run(dry_run=False, steps=5, seq_len=130, num_samples=1000, deadline_s=300.0,
         log=print):
-  import tensorflow as tf
   t0 = time.perf_counter()
   if dry_run:
     steps, seq_len, num_samples = 1, 12, 20
@@ -138,7 +139,6 @@ def table(res):
 
 def main(argv):
   del argv
-  from utils.io import atomic_write_text, ensure_dir
   res = run(FLAGS.dry_run, FLAGS.steps, FLAGS.seq_len, FLAGS.num_samples,
             FLAGS.deadline_s)
   ensure_dir(FLAGS.out_dir, "--out_dir")

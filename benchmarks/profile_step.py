@@ -31,6 +31,12 @@ if __name__ == "__main__":
   flags.DEFINE_string("trace_dir", "", "where the trace goes (default: a temp dir)")
 
 import tensorflow as tf  # noqa: E402
+from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
+
+from data.random_batch import random_batch  # noqa: E402
+from hparams import get_hparams  # noqa: E402
+from model.storage.checkpoint import build_model  # noqa: E402
+from model.threads import configure_threads  # noqa: E402
 
 CONTROL_FLOW = {"While", "StatelessWhile", "If", "StatelessIf",
                 "PartitionedCall", "StatefulPartitionedCall"}
@@ -63,7 +69,6 @@ def category(op_name):
 
 def aggregate(trace_dir, steps):
   """-> (wall ms/step, {category: (ms/step, ops/step, {op type: ms/step})})."""
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2
   path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"),
                           recursive=True))[-1]
   space = xplane_pb2.XSpace()
@@ -92,10 +97,6 @@ def aggregate(trace_dir, steps):
 
 
 def run(preset="small", overrides="", steps=2, trace_dir="", log=print):
-  from hparams import get_hparams
-  from model.storage.checkpoint import build_model
-  from model.rpcl_model import random_batch
-  from model.threads import configure_threads
   configure_threads()   # as train.py and bench_train.py
   hps = get_hparams(preset, ",".join(x for x in ("max_seq_len=130,"
                                                  "warmup_steps=0", overrides)

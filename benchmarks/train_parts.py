@@ -1,10 +1,17 @@
 """The timed parts of benchmarks/bench_train.py: each builder returns a compiled
 step and its arguments, ``(fn, args)``, built the way train.py builds it
 (the parts are described in bench_train's docstring)."""
+import contextlib
+
+import keras
 import tensorflow as tf
 
 from benchmarks.flops import gate_width
 from benchmarks.timing import best_time
+from model import losses
+from model.fast import native_ops
+from model.networks import recurrence
+from model.rpcl_model import batch_signature
 
 SGEMM_N = 4096
 
@@ -38,7 +45,6 @@ def time_rows(hps, reps):
 
 def keras_lstm_step(hps):
   """A compiled keras.layers.LSTM train step on inputs of width 5 + D."""
-  import keras
   layer = keras.layers.LSTM(hps.dec_rnn_size, return_sequences=True)
   opt = keras.optimizers.Adam(1e-3)
   x = tf.random.normal([hps.batch_size, hps.max_seq_len, 5 + hps.z_size])
@@ -57,8 +63,6 @@ def keras_lstm_step(hps):
 
 def decoder_step(hps, model, batch):
   """Our stroke decoder + MDN loss, fwd + bwd + Adam (its own optimiser)."""
-  import keras
-  from model import losses
   dec = model.stroke_decoder
   opt = keras.optimizers.Adam(1e-3)
   opt.build(dec.trainable_variables)
@@ -75,13 +79,11 @@ def decoder_step(hps, model, batch):
   return step, (batch[0], z)
 
 
-def recurrence_step(hps, model, old=False):
+def recurrence_step(hps, model, path=None):
   """recurrence.run_cell alone, fwd + bwd (gradients w.r.t. the cell's
-  weights); ``old``: autodiff of the plain loop instead."""
-  from model.networks import recurrence
-  from tests.reference_paths import plain_run_cell
+  weights); ``path``: the cell's ``recurrence`` setting (None) or another
+  (``"autodiff"``: the plain loop, differentiated by TensorFlow)."""
   cell = model.stroke_decoder.cell
-  run = plain_run_cell if old else recurrence.run_cell
   b = hps.batch_size
   xw = tf.random.normal([b, hps.max_seq_len, gate_width(hps)]) * 0.1
   states = [tf.zeros([b, n]) for n in cell.state_size]
@@ -90,7 +92,8 @@ def recurrence_step(hps, model, old=False):
   @tf.function
   def step(xw, states):
     with tf.GradientTape() as tape:
-      out, _ = run(cell, xw, states, training=True)
+      out, _ = recurrence.run_cell(cell, xw, states, training=True,
+                                   recurrence=path)
       loss = tf.reduce_sum(out * 1e-3)
     return tape.gradient(loss, weights)
   return step, (xw, states)
@@ -103,17 +106,29 @@ def traced_in(paths, step):
   return step
 
 
+@contextlib.contextmanager
+def fast_paths_off(model):
+  """Within the block, ``model`` traces its plain paths, set by the model's
+  own switches: the decoder cell by autodiff (its ``recurrence`` setting,
+  model/networks/recurrence.py) and no C++ kernel (model/fast/native_ops.py)."""
+  cell = model.stroke_decoder.cell
+  setting, cell.recurrence = cell.recurrence, "autodiff"
+  try:
+    with native_ops.disabled():
+      yield
+  finally:
+    cell.recurrence = setting
+
+
 def old_train_step(model, batch, paths=None):
-  """model.train_step compiled as compiled_train_step does, traced with the
-  old paths (tests/reference_paths.old_paths) or ``paths``."""
-  from model.rpcl_model import batch_signature
-  from tests.reference_paths import old_paths
+  """model.train_step compiled as compiled_train_step does, traced inside
+  ``paths()`` (default: :func:`fast_paths_off`)."""
   fn = tf.function(model.train_step, jit_compile=model.hps.jit_compile,
                    autograph=False,
                    input_signature=[batch_signature(
                        model.hps, model.hps.batch_size,
                        free_length=model.hps.length_buckets > 0)])
-  return traced_in(paths or old_paths, (fn, (batch,)))
+  return traced_in(paths or (lambda: fast_paths_off(model)), (fn, (batch,)))
 
 
 def encoder_step(hps, model, batch):
@@ -132,7 +147,6 @@ def encoder_step(hps, model, batch):
 def hierarchy_losses_step(hps, model, batch):
   """Hierarchy update + gaussian / ij / MDN / image losses and their backward
   w.r.t. the networks' outputs: everything of the step but the networks."""
-  from model import losses
   b, t, d = hps.batch_size, hps.max_seq_len, hps.z_size
   m = tf.random.normal([b, d])
   s = tf.nn.softplus(tf.random.normal([b, d]))

@@ -24,7 +24,6 @@ of the global batch:
    decision on the same global values and updates its own copies.
 """
 import keras
-import numpy as np
 import tensorflow as tf
 
 from model import losses, precision
@@ -56,25 +55,6 @@ def batch_signature(hps, batch_size=None, free_length=False):
           tf.TensorSpec([batch_size], tf.int32),
           tf.TensorSpec([batch_size, w, w, 1], tf.float32),
           tf.TensorSpec([batch_size], tf.int32))
-
-
-def random_batch(hps, rng=0):
-  """A training batch of ``batch_signature(hps, hps.batch_size)``: realistic
-  stroke-5 rows of full length (random offsets, mostly pen-down) and uniform
-  random images, for tests and benchmarks that need no data set.
-
-  ``rng``: a seed or a ``np.random.Generator`` (several batches drawn from
-  one generator differ)."""
-  rng = np.random.default_rng(rng)
-  b, t, w = hps.batch_size, hps.max_seq_len, hps.png_width
-  strokes = np.zeros((b, t + 1, 5), np.float32)
-  strokes[:, 1:, :2] = rng.normal(size=(b, t, 2))
-  pen = rng.choice(3, size=(b, t), p=[0.8, 0.15, 0.05])
-  strokes[:, 1:, 2:] = np.eye(3, dtype=np.float32)[pen]
-  strokes[:, 0, 2] = 1.0
-  images = rng.uniform(-1, 1, (b, w, w, 1)).astype(np.float32)
-  return (tf.constant(strokes), tf.fill([b], t), tf.constant(images),
-          tf.zeros([b], tf.int32))
 
 
 def clip_gradients(grads, clip):

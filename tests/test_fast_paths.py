@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data.random_batch import random_batch
 from hparams import get_hparams
-from model.rpcl_model import RPCLPix2SeqH, random_batch
+from model.rpcl_model import RPCLPix2SeqH
 from tests.reference_paths import old_paths
 
 RTOL = 2e-5   # float32, relative to each tensor's largest entry

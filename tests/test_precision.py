@@ -5,13 +5,15 @@ the same compiled training steps: the mixed losses are finite and close to the
 float32 ones, the hierarchy stays float64 and the losses float32, variables
 stay float32 while the networks compute in float16 / bfloat16.
 """
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from data.random_batch import random_batch
 from hparams import get_hparams
 from model import precision
-from model.rpcl_model import RPCLPix2SeqH, random_batch
+from model.rpcl_model import RPCLPix2SeqH
 
 STEPS = 3
 # Relative tolerance of the losses vs float32 on the first step (bfloat16 keeps
@@ -98,7 +100,6 @@ def test_eval_step_float32_outputs():
 def test_scale_rule_matches_loss_scale_optimizer():
   """precision.update_loss_scale follows keras' LossScaleOptimizer:
   the same finite / overflow sequence gives the same scales and counters."""
-  import keras
   var = keras.Variable([1.0, 2.0])
   lib = precision.loss_scale_optimizer("mixed_float16", keras.optimizers.SGD())
   lib.dynamic_growth_steps = 2
@@ -171,7 +172,6 @@ def test_float16_diverged_step_changes_nothing_then_finite_step_applies():
 
 
 def test_policy_scope_restores_global_policy():
-  import keras
   before = keras.mixed_precision.global_policy().name
   with precision.policy_scope("mixed_bfloat16"):
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
