@@ -1,7 +1,9 @@
 """The training paths as they were before the fast ones (test helpers only).
 
-Equivalence tests and benchmarks/bench_train.py compare the fast code against
-these.  ``old_paths()`` switches the model code to all of them:
+Equivalence tests compare the fast code against these (benchmarks/ time the
+fast paths against the model's own switches instead:
+benchmarks/train_parts.py).  ``old_paths()`` switches the model code to all of
+them:
 
 * ``plain_run_cell``: the decoder cell by the model's autodiff recurrence
   (model/networks/recurrence.py, ``recurrence=autodiff``), whatever the
