@@ -1,107 +1,153 @@
-"""The HyperLSTM recurrence with each cell's elementwise step in C++.
+"""The HyperLSTM recurrence, (12)-(15) of docs/method.md, with each cell's
+elementwise step in C++.
 
-The same forward / hand-written backward as model/fast/hyper_recurrence.py (whose
-``_Cell`` weights and dropout masks it reuses), except that per time step
-everything between the matmuls is one kernel call per cell and direction
-(model/fast/fused_gates.py), and the embedding factors stay gate-major, (12, B,
-H), as the batched embedding matmul produces and consumes them (the
-TensorFlow-op path transposes them to batch-major and back every step).
+The same forward / hand-written backward loops as the TensorFlow-op path
+(model/fast/hyper_recurrence.py; both use model/fast/hyper_loops.py's loops,
+weights and dropout masks), except that per time step everything between the
+matmuls is one kernel call per cell and direction (model/fast/fused_gates.py),
+and the embedding factors stay gate-major, (12, B, H), as the batched
+embedding matmul produces and consumes them (the TensorFlow-op path
+transposes them to batch-major and back every step).
 
 Stored for the backward per step: the recurrent matmul's output hw (B, 4H +
 4Nh), the factors (12, B, H), the embeddings (12, B, E), the kernels'
-``saved`` rows (B, 10H + 5) and (B, 10Nh + 5), and the dropout mask.  The
+activation rows (B, 10H + 5) and (B, 10Nh + 5), and the dropout mask.  The
 per-step gradient factors of the layer-norm gains / offsets and the gate
 bias come out of the backward kernels as (B, 14H) and (B, 10Nh) row blocks,
 summed over rows and steps inside the loop (a ones-vector matmul): those
 weights' gradients.
 """
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from model.fast import fused_gates
-from model.fast.hyper_recurrence import (Path, _colsum, backward_loop, dropout_mask,
-                                    forward_loop)
+from model.fast.hyper_loops import (LoopWeights, RecurrenceImpl,
+                                    backward_loop, dropout_mask, forward_loop,
+                                    matrix_grads)
 
 
-def _forward(cl, xm, xh, states, base_seed, keep_prob):
-  """The forward loop -> (final states, {name: TensorArray}, inputs)."""
-  units = cl.units
-  names = ["hw", "ab", "e3", "main", "hyper"]
-  names += [] if base_seed is None else ["mask"]
-  bias = tf.reshape(cl.embed[3][8 * units:], [4, units])
+class _KernelSums(NamedTuple):
+  """The backward kernels' per-row parameter factors, main (14H) then hyper
+  (10Nh), summed over rows and steps: the gradients of these weights."""
+  gates_gain: tf.Tensor          # (4H,)
+  gates_offset: tf.Tensor        # (4H,)
+  c_gain: tf.Tensor              # (H,)
+  c_offset: tf.Tensor            # (H,)
+  gate_bias: tf.Tensor           # (4H,) dL/d pre: the gate bias b_g's
+  hyper_gates_gain: tf.Tensor    # (4Nh,)
+  hyper_gates_offset: tf.Tensor  # (4Nh,)
+  hyper_c_gain: tf.Tensor        # (Nh,)
+  hyper_c_offset: tf.Tensor      # (Nh,)
+
+  @classmethod
+  def split(cls, sums, units, hyper_units):
+    """The (14H + 10Nh,) row of sums by weight."""
+    main, hyper = (4 * units, 4 * units, units, units, 4 * units), (
+        4 * hyper_units, 4 * hyper_units, hyper_units, hyper_units)
+    return cls(*tf.split(sums, main + hyper))
+
+
+def _forward(cell_math, x_main, x_hyper, states, base_seed, keep_prob):
+  """(12)-(15) over all steps -> (final states, saved, inputs) as
+  ``forward_loop``."""
+  units = cell_math.units
+  layout = dict(hw=None, factors=None, embeddings=None, main_activations=None,
+                hyper_activations=None)
+  if base_seed is not None:
+    layout["mask"] = None
+  w = cell_math.weights
+  bias = tf.reshape(w.b_factors[8 * units:], [4, units])
 
   def step(t, inputs, states):
-    h, c, hh, hc = states
-    out = {}
-    out["hw"] = hw = cl.matmul(h, cl.w_rec)                   # (B, 4H + 4Nh)
-    hh, hc, out["hyper"] = fused_gates.ln_cell_forward(
-        inputs["xh"].read(t), hw, 4 * units, cl.matmul(hh, cl.w_hh), hc,
-        cl.h_ln_g, cl.h_ln_b, cl.h_ln_cg, cl.h_ln_cb, cl.epsilon)
-    out["e3"] = cl.embeddings(hh)                             # (12, B, E)
-    out["ab"] = cl.matmul(out["e3"], cl.embed[2])             # (12, B, H)
+    h, c, hyper_h, hyper_c = states
+    stored = {}
+    stored["hw"] = hw = cell_math.matmul(h, w.w_rec)        # (B, 4H + 4Nh)
+    hyper_h, hyper_c, stored["hyper_activations"] = (
+        fused_gates.ln_cell_forward(
+            inputs.x_hyper.read(t), hw, 4 * units,
+            cell_math.matmul(hyper_h, w.hyper_w_rec), hyper_c,
+            w.hyper_gates_gain, w.hyper_gates_offset, w.hyper_c_gain,
+            w.hyper_c_offset, cell_math.epsilon))
+    stored["embeddings"] = cell_math.embeddings(hyper_h)      # (12, B, E)
+    stored["factors"] = cell_math.matmul(stored["embeddings"],
+                                         w.w_factors)         # (12, B, H)
     mask = None
     if base_seed is not None:
-      mask = out["mask"] = dropout_mask(cl, base_seed, t, keep_prob,
-                                        tf.shape(c))
-    h, c, out["main"] = fused_gates.forward(
-        out["ab"], inputs["xm"].read(t), hw, c, mask, bias, cl.ln_g, cl.ln_b,
-        cl.ln_cg, cl.ln_cb, cl.epsilon)
-    return out, (h, c, hh, hc)
+      mask = stored["mask"] = dropout_mask(cell_math, base_seed, t, keep_prob,
+                                           tf.shape(c))
+    h, c, stored["main_activations"] = fused_gates.forward(
+        stored["factors"], inputs.x_main.read(t), hw, c, mask, bias,
+        w.gates_gain, w.gates_offset, w.c_gain, w.c_offset, cell_math.epsilon)
+    return stored, (h, c, hyper_h, hyper_c)
 
-  return forward_loop(cl, xm, xh, states, names, step)
+  return forward_loop(cell_math, x_main, x_hyper, states, layout, step)
 
 
-def _backward(cl, saved, inputs, d_out, d_final):
-  """The backward loop -> ({name: stacked per-step factor}, d_states,
-  d_w_ab, the column sums of the kernels' (B, 14H + 10Nh) gradient factors)."""
-  ones = tf.ones([1, tf.shape(d_out)[1]], cl.ew)
+def _backward(cell_math, saved, inputs, d_out, d_final):
+  """The gradients of (12)-(15), from the last step to the first -> (the
+  per-step gradients stacked over steps, d_states, d_w_factors,
+  _KernelSums)."""
+  ones = tf.ones([1, tf.shape(d_out)[1]], cell_math.elementwise_dtype)
   has_mask = "mask" in saved
+  w = cell_math.weights
 
   def step(t, d_out_t, carry, accs):
-    dh, dc, dhh, dhc = carry
-    d_w_ab, p_sum = accs
-    s = {k: saved[k].read(t) for k in ("hw", "ab", "e3", "main", "hyper")}
+    dh, dc, d_hyper_h, d_hyper_c = carry
+    d_w_factors, kernel_sums = accs
+    hw, factors, embeddings, main, hyper = (saved[name].read(t) for name in (
+        "hw", "factors", "embeddings", "main_activations",
+        "hyper_activations"))
     mask = saved["mask"].read(t) if has_mask else None
-    out = {}
-    d_ab, d_hwm, out["d_xm"], dc, pgrad = fused_gates.backward(
-        s["ab"], inputs["xm"].read(t), s["hw"], saved["c"].read(t), mask,
-        s["main"], dh, d_out_t, dc, cl.ln_g, cl.ln_cg)
-    d_hh, out["d_e"], d_w_ab = cl.embed_backward_gm(d_ab, s["e3"], d_w_ab)
-    d_hp, dhc, h_pgrad = fused_gates.ln_cell_backward(
-        s["hyper"], dhh, d_hh, dhc, saved["hc"].read(t), cl.h_ln_g, cl.h_ln_cg)
-    p_sum = p_sum + tf.matmul(ones, tf.concat([pgrad, h_pgrad], 1))
-    out["d_hw"] = tf.concat([d_hwm, d_hp], 1)
-    carry = (cl.matmul(out["d_hw"], cl.w_rec_t), dc,
-             cl.matmul(d_hp, cl.w_hh_t), dhc)
-    return out, carry, (d_w_ab, p_sum)
+    grads = {}
+    d_factors, d_hw_main, grads["d_x_main"], dc, main_params = (
+        fused_gates.backward(factors, inputs.x_main.read(t), hw,
+                             saved["c"].read(t), mask, main, dh, d_out_t, dc,
+                             w.gates_gain, w.c_gain))
+    d_hyper_h_here, grads["d_embeddings"], d_w_factors = (
+        cell_math.factors_backward_gate_major(d_factors, embeddings,
+                                              d_w_factors))
+    d_hyper_pre, d_hyper_c, hyper_params = fused_gates.ln_cell_backward(
+        hyper, d_hyper_h, d_hyper_h_here, d_hyper_c, saved["hyper_c"].read(t),
+        w.hyper_gates_gain, w.hyper_c_gain)
+    kernel_sums = kernel_sums + tf.matmul(
+        ones, tf.concat([main_params, hyper_params], 1))
+    grads["d_hw"] = tf.concat([d_hw_main, d_hyper_pre], 1)
+    transposed = cell_math.transposed
+    carry = (cell_math.matmul(grads["d_hw"], transposed["w_rec"]), dc,
+             cell_math.matmul(d_hyper_pre, transposed["hyper_w_rec"]),
+             d_hyper_c)
+    return grads, carry, (d_w_factors, kernel_sums)
 
-  accs = [tf.zeros(tf.shape(cl.embed[2]), cl.ew),
-          tf.zeros([1, 14 * cl.units + 10 * cl.nh], cl.ew)]
-  stacked, d_states, (d_w_ab, p_sum) = backward_loop(
-      cl, d_out, d_final, ["d_hw", "d_xm", "d_e"], accs, step)
-  return stacked, d_states, d_w_ab, p_sum
-
-
-def _gradients(cl, saved, inputs, d_outputs, d_finals):
-  """-> (d_xm, d_xh, d_states, d_weights in ``_Cell.inputs`` order)."""
-  g, d_states, d_w_ab, p_sum = _backward(cl, saved, inputs, d_outputs,
-                                         d_finals)
-  units = cl.units
-  rows = lambda x: tf.reshape(x, [-1, x.shape[-1]])
-  h, hh = saved["h"].stack(), saved["hh"].stack()
-  d_hp = rows(g["d_hw"][..., 4 * units:])
-  nh = cl.nh
-  sums = tf.split(p_sum[0], [4 * units, 4 * units, units, units, 4 * units,
-                             4 * nh, 4 * nh, nh, nh])
-  d_weights = [cl.matmul(rows(h[:-1]), rows(g["d_hw"]), adjoint_a=True),
-               cl.matmul(rows(hh[:-1]), d_hp, adjoint_a=True),
-               tf.reshape(sums[0], [4, units]), tf.reshape(sums[1], [4, units]),
-               sums[2], sums[3], tf.reshape(sums[5], [4, nh]),
-               tf.reshape(sums[6], [4, nh]), sums[7], sums[8]]
-  d_e = rows(g["d_e"])
-  d_weights += [cl.matmul(rows(hh[1:]), d_e, adjoint_a=True),
-                _colsum(d_e, [d_e.shape[-1]]), d_w_ab,
-                tf.concat([tf.zeros([8 * units], cl.ew), sums[4]], 0)]
-  return g["d_xm"], g["d_hw"][..., 4 * units:], d_states, d_weights
+  accs = [tf.zeros(tf.shape(w.w_factors), cell_math.elementwise_dtype),
+          tf.zeros([1, 14 * cell_math.units + 10 * cell_math.hyper_units],
+                   cell_math.elementwise_dtype)]
+  layout = dict(d_hw=None, d_x_main=None, d_embeddings=None)
+  grads, d_states, (d_w_factors, kernel_sums) = backward_loop(
+      cell_math, d_out, d_final, layout, accs, step)
+  return (grads, d_states, d_w_factors,
+          _KernelSums.split(kernel_sums[0], cell_math.units,
+                            cell_math.hyper_units))
 
 
-FUSED = Path(_forward, _gradients)
+def _gradients(cell_math, saved, inputs, d_outputs, d_finals):
+  """-> (d_x_main, d_x_hyper, d_states, LoopWeights of gradients)."""
+  grads, d_states, d_w_factors, sums = _backward(cell_math, saved, inputs,
+                                                 d_outputs, d_finals)
+  units, hyper_units = cell_math.units, cell_math.hyper_units
+  d_weights = LoopWeights(
+      gates_gain=tf.reshape(sums.gates_gain, [4, units]),
+      gates_offset=tf.reshape(sums.gates_offset, [4, units]),
+      c_gain=sums.c_gain, c_offset=sums.c_offset,
+      hyper_gates_gain=tf.reshape(sums.hyper_gates_gain, [4, hyper_units]),
+      hyper_gates_offset=tf.reshape(sums.hyper_gates_offset,
+                                    [4, hyper_units]),
+      hyper_c_gain=sums.hyper_c_gain, hyper_c_offset=sums.hyper_c_offset,
+      w_factors=d_w_factors,
+      b_factors=tf.concat([tf.zeros([8 * units], cell_math.elementwise_dtype),
+                           sums.gate_bias], 0),
+      **matrix_grads(cell_math, saved, grads["d_hw"], grads["d_embeddings"]))
+  return grads["d_x_main"], grads["d_hw"][..., 4 * units:], d_states, d_weights
+
+
+FUSED = RecurrenceImpl(_forward, _gradients)
