@@ -1,22 +1,20 @@
-"""The C++ kernels of the main cell's step (model/fast/fused_gates.py) against a
-NumPy reference of the equations, and the fused recurrence against the
+"""The C++ kernels of the main cell's step (model/fast/fused_gates.py) against
+a NumPy reference of (14)-(15), and the fused recurrence against the
 TensorFlow-op one (values and every gradient, with and without dropout)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.networks import cells
-from model.fast import fused_gates
-from model.fast import native_ops
-from model.networks import recurrence
+from model.fast import fused_gates, native_ops
 from model.fast.hyper_fused import FUSED
 from model.fast.hyper_recurrence import TF_OPS, run_hyper
+from model.networks import cells, recurrence
 
 B, T, H, NH, E = 6, 9, 12, 8, 4
 EPS = 1e-3
 
 pytestmark = pytest.mark.skipif(
-    fused_gates.kernels() is None,
+    native_ops.kernels() is None,
     reason=f"fused kernels not built: {native_ops.unavailable_reason()}")
 
 
@@ -26,10 +24,11 @@ def np_norm(x):
   return centred * rs
 
 
-def np_forward(ab, xm, hw, c_prev, mask, bias, gain, offset, c_gain, c_offset):
-  """One main-cell step written from the equations (float64)."""
-  ax, ah, beta = ab[:4], ab[4:8], ab[8:]                   # (4, B, H) each
-  x4 = xm.reshape(-1, 4, H).transpose(1, 0, 2)
+def np_forward(factors, x_main, hw, c_prev, mask, bias, gain, offset, c_gain,
+               c_offset):
+  """One main-cell step written from (14)-(15) (float64)."""
+  ax, ah, beta = factors[:4], factors[4:8], factors[8:]     # (4, B, H) each
+  x4 = x_main.reshape(-1, 4, H).transpose(1, 0, 2)
   h4 = hw[:, :4 * H].reshape(-1, 4, H).transpose(1, 0, 2)
   pre = ax * x4 + ah * h4 + beta + bias[:, None]
   act = 1 / (1 + np.exp(-(np_norm(pre) * gain[:, None] + offset[:, None])))
@@ -42,7 +41,7 @@ def np_forward(ab, xm, hw, c_prev, mask, bias, gain, offset, c_gain, c_offset):
 def random_step(rng, dropout):
   f = lambda *s: rng.normal(size=s)
   mask = ((rng.random((B, H)) < 0.75) / 0.75) if dropout else np.ones((B, H))
-  return dict(ab=f(12, B, H), xm=f(B, 4 * H), hw=f(B, 4 * H + 4 * NH),
+  return dict(factors=f(12, B, H), x_main=f(B, 4 * H), hw=f(B, 4 * H + 4 * NH),
               c_prev=f(B, H), mask=mask, bias=f(4, H), gain=1 + 0.3 * f(4, H),
               offset=f(4, H), c_gain=1 + 0.3 * f(H), c_offset=f(H))
 
@@ -54,21 +53,22 @@ def test_forward_kernel_matches_numpy_equations(dropout):
   tensors = {k: tf.constant(v, tf.float32) for k, v in args.items()}
   if not dropout:
     tensors["mask"] = None
-  h, c, saved = fused_gates.forward(**tensors, epsilon=EPS)
+  h, c, activations = fused_gates.forward(**tensors, epsilon=EPS)
   np.testing.assert_allclose(h, want_h, atol=2e-5)
   np.testing.assert_allclose(c, want_c, atol=2e-5)
-  assert saved.shape == (B, 10 * H + 5)
+  assert activations.shape == (B, 10 * H + 5)
 
 
 def test_kernel_rejects_wrong_shapes():
   args = {k: tf.constant(v, tf.float32)
           for k, v in random_step(np.random.default_rng(2), False).items()}
-  args["ab"] = args["ab"][:11]
+  args["factors"] = args["factors"][:11]
+  # The kernel's input is named "ab" (alpha and beta factors).
   with pytest.raises(tf.errors.InvalidArgumentError, match="ab"):
     fused_gates.forward(**args, epsilon=EPS)
 
 
-def run_both(dropout, paths=None):
+def run_both(dropout, impls=None):
   cell = cells.HyperLSTMCell(H, hyper_units=NH, hyper_embedding=E,
                              use_recurrent_dropout=dropout,
                              dropout_keep_prob=0.75)
@@ -85,10 +85,10 @@ def run_both(dropout, paths=None):
              if w.path.split("/")[-1] != "w_in"]
   seed = tf.constant([3, 7]) if dropout else None
   results = []
-  for path in paths or (TF_OPS, FUSED):
+  for impl in impls or (TF_OPS, FUSED):
     with tf.GradientTape() as tape:
       tape.watch([xw] + states)
-      out, final = run_hyper(cell, xw, states, seed, path)
+      out, final = run_hyper(cell, xw, states, seed, impl)
       loss = sum(tf.reduce_sum(tf.constant(p, tf.float32) * v)
                  for p, v in zip(probes, [out] + final))
     results.append([out] + final + tape.gradient(loss, [xw] + states + weights))
@@ -112,7 +112,7 @@ def test_fused_recurrence_matches_tf_ops(dropout):
 def test_run_cell_takes_the_fused_path_only_when_enabled(monkeypatch):
   seen = []
   monkeypatch.setattr(recurrence, "run_hyper",
-                      lambda cell, xw, states, seed, path: seen.append(path))
+                      lambda cell, xw, states, seed, impl: seen.append(impl))
   cell = cells.HyperLSTMCell(H, hyper_units=NH, hyper_embedding=E)
   cell.build((None, 5))
   xw = tf.zeros([B, T, 4 * H + 4 * NH])
@@ -124,7 +124,8 @@ def test_run_cell_takes_the_fused_path_only_when_enabled(monkeypatch):
                       [tf.cast(s, tf.float64) for s in states])
   tf.function(lambda: recurrence.run_cell(cell, xw, states),
               jit_compile=True).get_concrete_function()     # XLA: no custom op
-  tf.function(lambda: recurrence.run_cell(cell, xw, states)).get_concrete_function()
+  tf.function(
+      lambda: recurrence.run_cell(cell, xw, states)).get_concrete_function()
   assert seen == [FUSED, TF_OPS, TF_OPS, TF_OPS, FUSED]
 
 
