@@ -1,18 +1,19 @@
-"""relu(sum_k IN_k(x_k)): the encoder's instance norms as one C++ kernel per
-direction (model/fast/kernels/instance_norm.cc).
+"""relu(sum_k IN_k(x_k)): the instance norms of the encoder (7) and the image
+decoder (9) of docs/method.md as one C++ kernel per direction
+(model/fast/kernels/instance_norm.cc).
 
-Instance norm (method.md §2) is per sample and channel over the image
-positions; as TensorFlow ops each one is a dozen passes over a full
-activation tensor forward and backward (moments, the normalisation, the
-reductions of its gradient), and the encoder's dilated block adds three such
-branches and a ReLU.  On CPU those passes cost more than the convolutions
-themselves; the kernel does a block's sum of normalised branches and its ReLU
-in two passes per sample forward and two backward, with the tensors in cache.
+Instance norm is per sample and channel over the image positions; as
+TensorFlow ops each one is a dozen passes over a full activation tensor
+forward and backward (moments, the normalisation, the reductions of its
+gradient), and the encoder's dilated block adds three such branches and a
+ReLU.  On CPU those passes cost more than the convolutions themselves; the
+kernel does a block's sum of normalised branches and its ReLU in two passes
+per sample forward and two backward, with the tensors in cache.
 
 ``norm_sum(xs, norms, relu)`` takes the Keras ``InstanceNorm`` layers (their
 gamma / beta variables stay the model's weights) and runs the kernel when
-model/fast/native_ops.py allows it (float32, CPU, not under XLA, built), else the
-layers themselves: the same math, checked against each other and a NumPy
+model/fast/native_ops.py allows it (float32, CPU, not under XLA, built), else
+the layers themselves: the same math, checked against each other and a NumPy
 reference in tests/test_fused_norm.py.
 """
 import tensorflow as tf
@@ -22,6 +23,7 @@ from model.fast import native_ops
 
 
 def _built(norm, x):
+  """``norm``, built for ``x`` if it was not (the kernel reads its weights)."""
   if not norm.built:
     norm.build(tuple(x.shape))
   return norm
@@ -51,7 +53,8 @@ def _kernel_norm_sum(xs, gamma, beta, epsilon, relu):
 
 
 def norm_sum(xs, norms, relu=True):
-  """``relu(sum_k norms[k](xs[k]))`` (no ReLU with ``relu=False``)."""
+  """``relu(sum_k norms[k](xs[k]))`` (no ReLU with ``relu=False``): the
+  instance norms of (7) and (9), each (B, height, width, C)."""
   norms = [_built(norm, x) for norm, x in zip(norms, xs)]
   if native_ops.usable(native_ops.NORM, xs[0].dtype):
     epsilon = {norm.epsilon for norm in norms}

@@ -1,18 +1,18 @@
-"""The project's C++ kernels (model/fast/kernels/*.cc): build on first use, load, and
-the rule for when a traced function may use them.
+"""The project's C++ kernels (model/fast/kernels/*.cc): build on first use,
+load, and the rule for when a traced function may use them.
 
 All sources (``*.cc``, with their ``*.h``) are compiled together, with the
 C++ compiler and the headers that ship with the TensorFlow wheel
-(``tf.sysconfig``), into one library in
-``model/fast/kernels/build/`` (or, if that is not writable, a per-user folder in
-the temp directory), named by a hash of the sources, TensorFlow's version and
-flags and the CPU, so a stale build is never loaded.  Each kernel family
-(``GATES``: the HyperLSTM step, model/fast/fused_gates.py; ``NORM``: the encoder's
-instance norms, model/fast/fused_norm.py) can be switched off for A/B runs.  Without
-a compiler, on a failed build, on a GPU, under XLA (jit_compile), for other
-dtypes than float32, or with ``RPCL_CPU_KERNELS=0`` the callers run the same
-math as TensorFlow ops; ``RPCL_CPU_KERNELS=gates`` (a comma list of families)
-keeps only those.
+(``tf.sysconfig``), into one library in ``model/fast/kernels/build/`` (or, if
+that is not writable, a per-user folder in the temp directory), named by a
+hash of the sources, TensorFlow's version and flags and the CPU, so a stale
+build is never loaded.  Each kernel family (``GATES``: the HyperLSTM step,
+model/fast/fused_gates.py; ``NORM``: the encoder's and image decoder's
+instance norms, model/fast/fused_norm.py) can be switched off for A/B runs.
+Without a compiler, on a failed build, on a GPU, under XLA (jit_compile), for
+other dtypes than float32, or with ``RPCL_CPU_KERNELS=0`` the callers run the
+same math as TensorFlow ops; ``RPCL_CPU_KERNELS=gates`` (a comma list of
+families) keeps only those.
 """
 import contextlib
 import glob
@@ -26,6 +26,12 @@ import tempfile
 import tensorflow as tf
 
 from utils.errors import UserError
+
+try:   # TensorFlow's private API: no public way asks whether XLA traces
+  from tensorflow.python.ops.control_flow_util import (
+      GraphOrParentsInXlaContext as _in_xla_context)
+except ImportError:   # moved in another TensorFlow: assume no XLA
+  _in_xla_context = None
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = sorted(glob.glob(os.path.join(_HERE, "kernels", "*.cc")))
@@ -162,22 +168,16 @@ def unavailable_reason():
   return _state["error"]
 
 
-def set_enabled(family, on):
-  """Switch a kernel family on / off for functions traced from now on (the
-  benchmarks' and tests' A/B; already-traced functions keep their path)."""
-  _apply_env()
-  _enabled[family] = bool(on)
-
-
 @contextlib.contextmanager
 def disabled(*families):
   """Within the block, functions are traced without these kernel families
-  (all of them when none is named)."""
+  (all of them when none is named): the benchmarks' and tests' A/B.
+  Functions traced before keep their path."""
   _apply_env()
   families = families or tuple(_enabled)
   before = dict(_enabled)
   for family in families:
-    set_enabled(family, False)
+    _enabled[family] = False
   try:
     yield
   finally:
@@ -187,12 +187,9 @@ def disabled(*families):
 def _tracing_for_xla():
   """Whether the function being traced is XLA-compiled (jit_compile=True):
   XLA cannot compile a custom op."""
-  try:
-    from tensorflow.python.framework import ops
-    from tensorflow.python.ops import control_flow_util
-    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
-  except (ImportError, AttributeError):
+  if _in_xla_context is None:
     return False
+  return _in_xla_context(tf.compat.v1.get_default_graph())
 
 
 def usable(family, dtype):
