@@ -48,8 +48,9 @@ flags.DEFINE_boolean("overwrite", False,
 
 FLAGS = flags.FLAGS
 
-from model.training.loop import (RESUMABLE_KEYS, NO_DATA_HINT, config_conflicts,  # noqa: E402
-                            log, train)
+from model.training.loop import log, train  # noqa: E402
+from model.training.run_config import (  # noqa: E402
+    NO_DATA_HINT, RESUMABLE_KEYS, config_conflicts)
 from utils.errors import UserError, check_argv, cli_main  # noqa: E402
 from model.threads import configure_threads  # noqa: E402
 

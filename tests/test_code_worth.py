@@ -20,6 +20,7 @@ from model.inference import code_worth
 from model.storage.checkpoint import build_model
 from model.training import loop as training
 from model.training.loop import evaluate_split
+from model.training.run_config import RunConfig
 from tests.conftest import tiny_hps
 
 
@@ -178,7 +179,7 @@ def _loop(setup, monkeypatch, validate_fn, is_chief=True):
                       lambda *args: {"lil": 3.0})
   dist = types.SimpleNamespace(is_chief=is_chief, eval_fn=lambda m: None,
                                dataset=None)
-  config = dataclasses.replace(training.RunConfig(), validate_fn=validate_fn,
+  config = dataclasses.replace(RunConfig(), validate_fn=validate_fn,
                                verbose=False)
   writer = tf.summary.create_noop_writer()
   return training._Loop(model, _FakeState(), data, hps, dist, config,
