@@ -77,20 +77,19 @@ def _draw(hps, u):
 
 
 def augment_image(img_uint8, hps, rng):
-  """Random rescale U(png_scale_ratio, 1), rotation U(-a, a) degrees and
-  translation U(-t, t) px with white fill (method.md §1).  Returns uint8.
+  """method.md (5): random rescale U(png_scale_ratio, 1), rotation U(-a, a)
+  degrees and translation U(-t, t) px with white fill.  Returns uint8.
 
   Always draws four uniforms from ``rng`` (scale, angle, tx, ty), so the
-  random stream does not depend on which augmentations are switched off.
-  """
+  random stream does not depend on which augmentations are switched off."""
   ratio, angle, tx, ty = _draw(hps, rng.random(4))
   out = random_rescale(img_uint8, ratio)
   return rotate_translate(out, angle, tx, ty)
 
 
 def augment_images(imgs, hps, rng):
-  """``augment_image`` on each image of a ``(N, w, w)`` uint8 batch, with the
-  rescale vectorised; same result as calling it image by image."""
+  """``augment_image`` (method.md (5)) on each image of a ``(N, w, w)`` uint8
+  batch, with the rescale vectorised; same result as calling it image by image."""
   ratio, angle, tx, ty = _draw(hps, rng.random((len(imgs), 4)))
   out = random_rescale(imgs, ratio)
   if hps.png_rotate_angle > 0 or hps.png_translate_dist > 0:
@@ -100,5 +99,5 @@ def augment_images(imgs, hps, rng):
 
 
 def to_unit_range(img):
-  """Pixels v in [0, 255] -> v / 255 * 2 - 1 in [-1, 1], white = +1 (method.md §1)."""
+  """method.md (6): pixels v in [0, 255] -> v / 255 * 2 - 1 in [-1, 1], white = +1."""
   return np.asarray(img, np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)

@@ -256,7 +256,8 @@ def _render_serial(seqs, width):
 
 
 def render(stroke3, width=48):
-  """One stroke-3 sketch (n,3) -> uint8 (width, width), 255 = white."""
+  """One stroke-3 sketch (n,3) -> uint8 (width, width), 255 = white, with the
+  geometry of method.md (3)."""
   return _render_serial([np.asarray(stroke3).reshape(-1, 3)], width)[0]
 
 
@@ -266,12 +267,11 @@ def _render_job(job):
 
 
 def render_many(seqs, width=48, workers=2, chunk_callback=None):
-  """Many stroke-3 sketches -> uint8 (N, width, width) (method.md §1).
+  """Many stroke-3 sketches -> uint8 (N, width, width) (method.md (3)).
 
   Uses ``workers`` processes when there are at least _SERIAL_BELOW sketches,
   one otherwise.  ``chunk_callback(n)`` (e.g. a progress bar's update) is
-  called as blocks of n sketches complete.
-  """
+  called as blocks of n sketches complete."""
   seqs = [np.asarray(s).reshape(-1, 3) for s in seqs]
   n = len(seqs)
   if n == 0:

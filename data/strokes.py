@@ -112,7 +112,8 @@ def clean_strokes(seqs, limit=CLAMP):
 
 
 def compute_scale_factor(train_seqs):
-  """Std of all dx and dy values of the training split (method.md §1)."""
+  """sigma_data of method.md (1): the std of all dx and dy values of the
+  training split."""
   if not train_seqs:
     raise UserError("cannot compute the scale factor: the training split is empty")
   xy = np.concatenate([np.asarray(s)[:, :2] for s in train_seqs]).astype(np.float64)
@@ -123,7 +124,8 @@ def compute_scale_factor(train_seqs):
 
 
 def apply_scale(seqs, scale_factor):
-  """Divides dx, dy of every sketch by ``scale_factor``; returns new arrays."""
+  """method.md (1): divides dx, dy of every sketch by ``scale_factor``;
+  returns new arrays."""
   out = []
   for s in seqs:
     c = np.array(s, dtype=np.float32)
@@ -133,11 +135,10 @@ def apply_scale(seqs, scale_factor):
 
 
 def to_stroke5(seqs, max_len):
-  """Stroke-3 list -> float32 ``(N, max_len+1, 5)`` batches (method.md §1).
+  """Stroke-3 list -> float32 ``(N, max_len+1, 5)`` batches (method.md (2)).
 
   Row 0 is S0 = (0,0,1,0,0); rows 1..n hold (dx, dy, 1-pen, pen, 0);
-  the rest is (0,0,0,0,1) padding.
-  """
+  the rest is (0,0,0,0,1) padding."""
   n_seq = len(seqs)
   out = np.zeros((n_seq, max_len + 1, 5), np.float32)
   out[:, 0, 2] = 1.0
@@ -158,7 +159,7 @@ def to_stroke5(seqs, max_len):
 
 
 def random_scale(seq, r, rng):
-  """dx *= U(1-r, 1+r), dy *= U(1-r, 1+r), independently (method.md §1)."""
+  """method.md (4): dx *= U(1-r, 1+r), dy *= U(1-r, 1+r), independently."""
   sx, sy = rng.uniform(1.0 - r, 1.0 + r, size=2)
   out = np.array(seq, dtype=np.float32)
   out[:, 0] *= np.float32(sx)
@@ -167,12 +168,12 @@ def random_scale(seq, r, rng):
 
 
 def droppable_points(seq):
-  """Bool mask of the points that point dropping may remove (method.md §1).
+  """Bool mask of the points that point dropping may remove (method.md §1,
+  the text after (4)).
 
   A point is eligible when it is pen-down (pen == 0) and at least the third
   in its run of consecutive pen-down points; the last row of the sketch is
-  never eligible (it has no next point to merge into).
-  """
+  never eligible (it has no next point to merge into)."""
   seq = np.asarray(seq)
   return _droppable_flat(seq[:, 2], np.array([len(seq)]))
 
@@ -208,13 +209,12 @@ def _merge_dropped(flat, drop):
 
 
 def drop_points(seq, p, rng):
-  """Point-dropping augmentation (method.md §1).
+  """Point-dropping augmentation (method.md §1, the text after (4)).
 
   Each eligible point (see ``droppable_points``) is, with probability ``p``,
   merged into the point after it: removed, its offset added to the next
   point (consecutive drops accumulate), so every kept point stays at its
-  absolute position and the end points of every stroke are kept.
-  """
+  absolute position and the end points of every stroke are kept."""
   seq = np.asarray(seq, dtype=np.float32)
   u = rng.random(len(seq))  # always drawn: the stream does not depend on p
   drop = droppable_points(seq) & (u < p)

@@ -75,7 +75,8 @@ def config_from_hps(hps):
 
 
 def initial_state(num_k, num_l, dim, seed, flat=False, q_init="block"):
-  """method.md §3 initialisation, deterministic given ``seed``.
+  """method.md (21): the initial state, deterministic given ``seed``: a float64
+  HierarchyState, mu and sigma2 (K, D), pi_l (L,), q_kl (K, L).
 
   mu_k ~ U(-1, 1); sigma2_k = 1; pi_l = 1/L; q(k|l) proportional to
   1 + K [k gets unit l's bonus] per column: ``q_init="block"``, the bonus
@@ -132,13 +133,13 @@ def _safe_denominator(total):
 
 
 def pi_k_from(q_kl, pi_l):
-  """Level-k prior pi_k = sum_l q(k|l) pi_l (method.md §3, parameters)."""
+  """method.md (20): pi_k (K,) = sum_l q(k|l) pi_l of q_kl (K, L), pi_l (L,)."""
   return tf.linalg.matvec(q_kl, pi_l)
 
 
 def is_rpcl_step(step, cfg):
-  """method.md §3 schedule: steps 0..em_steps are EM, afterwards every
-  step % rpcl_every == 0 is RPCL; never RPCL when cfg.rpcl is False."""
+  """method.md (22), a boolean scalar: steps 0..em_steps are EM, afterwards
+  every step % rpcl_every == 0 is RPCL; never RPCL when cfg.rpcl is False."""
   step = tf.cast(step, tf.int64)
   rpcl = tf.logical_and(step > cfg.em_steps,
                         tf.equal(step % cfg.rpcl_every, 0))
@@ -146,10 +147,11 @@ def is_rpcl_step(step, cfg):
 
 
 def log_gaussian(y, mu, sigma2):
-  """Step 1: log N(y_b; mu_k, diag sigma2_k), (B, K), in log space.
+  """log p(y|k) of method.md (19): log N(y_b; mu_k, diag sigma2_k), in log space.
 
-  Computed on the (B, K, D) differences (no expansion of the square), so far
-  away codes and tiny variances lose no precision."""
+  y (B, D), mu and sigma2 (K, D) -> (B, K).  Computed on the (B, K, D)
+  differences (no expansion of the square), so far away codes and tiny
+  variances lose no precision."""
   diff = y[:, None, :] - mu[None, :, :]
   quad = tf.reduce_sum(tf.square(diff) / sigma2[None], axis=-1)
   log_det = tf.reduce_sum(tf.math.log(sigma2), axis=-1)
@@ -159,28 +161,32 @@ def log_gaussian(y, mu, sigma2):
 
 
 def level_k_estep(y, mu, sigma2, log_pi_k):
-  """Step 1 (and 3): r_bk = pi_k p(y_b|k) / sum_k' pi_k' p(y_b|k').
+  """Level-k E-step, method.md (23) (step 1) and (28) (step 3):
+  r_bk = pi_k p(y_b|k) / sum_k' pi_k' p(y_b|k'), normalised by log-sum-exp.
 
-  Returns (r (B, K), log p(y|k) (B, K)); normalised by log-sum-exp."""
+  y (B, D), mu and sigma2 (K, D), log_pi_k (K,) -> (r (B, K), log p(y|k) (B, K))."""
   log_p_y_k = log_gaussian(y, mu, sigma2)
   r, _ = _normalise_log(log_pi_k[None, :] + log_p_y_k, axis=1)
   return r, log_p_y_k
 
 
 def rpcl_weights(r, is_rpcl, gamma):
-  """Steps 2 and 5: w = r on EM steps; on RPCL steps
-  w = r * ([winner] - gamma [rival]) with the per-row largest / second largest r."""
+  """RPCL weights, method.md (24) (level k) and (34) (level l): w = r on
+  EM steps; on RPCL steps w = r * ([winner] - gamma [rival]) with the per-row
+  largest / second largest r.  r (B, K) or (B, L) -> w of r's shape."""
   win, rival = _winner_rival(r, axis=1)
   return tf.where(is_rpcl, r * (win - gamma * rival), r)
 
 
 def level_k_mstep(w, m, s, mu, sigma2, pi_k, eta, batch_sum=identity_sum):
-  """Step 2: moving-average M-step with weights w (B, K).
+  """Level-k M-step, method.md (25)-(27), with weights w.
 
   mu_k <- (1-eta) mu_k + eta sum_b w m_b / sum_b w;
   sigma2_k <- clip((1-eta) sigma2_k + eta sum_b w ((m_b - mu_k)^2 + s_b) / sum_b w)
   with the new mu_k; transient pi'_k = (1-eta) pi_k + eta mean_b w, clipped to
-  [0, 1] and normalised.  Returns (mu, sigma2, pi'_k)."""
+  [0, 1] and normalised.
+  w (B, K); m, s (B, D); mu, sigma2 (K, D); pi_k (K,); eta: float ->
+  (mu (K, D), sigma2 (K, D), pi'_k (K,))."""
   count = tf.cast(tf.shape(w)[0], F64)
   count, w_sum, wm_sum = batch_sum([count, tf.reduce_sum(w, 0),
                                     tf.linalg.matmul(w, m, transpose_a=True)])
@@ -195,19 +201,23 @@ def level_k_mstep(w, m, s, mu, sigma2, pi_k, eta, batch_sum=identity_sum):
 
 
 def level_l_likelihood(log_p_y_k, q_kl):
-  """Steps 3 and 5: log p(y|l) = log sum_k p(y|k) q(k|l), (B, L)."""
+  """log p(y|l) (B, L) of method.md (19), as (29) and (33) use it:
+  log sum_k p(y|k) q(k|l) of log_p_y_k (B, K) and q_kl (K, L)."""
   return tf.reduce_logsumexp(log_p_y_k[:, :, None] + _log(q_kl)[None], axis=1)
 
 
 def posterior_k_given_yl(log_p_y_k, q_kl, log_p_y_l):
-  """Step 3: log p(k|y,l) = log [p(y|k) q(k|l) / p(y|l)], (B, K, L)."""
+  """method.md (29): log p(k|y,l) = log [p(y|k) q(k|l) / p(y|l)], (B, K, L),
+  of log_p_y_k (B, K), q_kl (K, L) and log_p_y_l (B, L)."""
   return log_p_y_k[:, :, None] + _log(q_kl)[None] - log_p_y_l[:, None, :]
 
 
 def merge_statistic(log_p_k_yl, anchors, batch_sum=identity_sum):
-  """Step 4: C[k,l] = sum_b p(k|y_b,l) p(a_l|y_b,l) for k != a_l, 0 at a_l.
+  """method.md (30): C[k,l] = sum_b p(k|y_b,l) p(a_l|y_b,l) for
+  k != a_l, 0 at a_l.
 
-  Returns (C (K, L), globally reduced, and the anchor mask A[k,l] = [k = a_l])."""
+  log_p_k_yl (B, K, L); anchors: L component indices a_l ->
+  (C (K, L), globally reduced, and the anchor mask A (K, L), A[k,l] = [k = a_l])."""
   num_k = log_p_k_yl.shape[1]
   anchor_mask = tf.transpose(tf.one_hot(list(anchors), num_k, dtype=F64))
   p = tf.exp(log_p_k_yl)
@@ -217,9 +227,10 @@ def merge_statistic(log_p_k_yl, anchors, batch_sum=identity_sum):
 
 
 def update_q(q_kl, c, anchor_mask, is_rpcl, eta, gamma):
-  """Step 4: q(k|l) <- clip((1-eta) q + eta h, 1e-10, 1), normalised per column,
-  h = 0.5([k = w_l] + [k = a_l]) (EM), minus gamma [k = v_l] on RPCL steps;
-  w_l, v_l = largest / second largest C[k,l] over k != a_l."""
+  """method.md (31)-(32): q(k|l) <- clip((1-eta) q + eta h, 1e-10, 1),
+  normalised per column, h = 0.5([k = w_l] + [k = a_l]) (EM), minus
+  gamma [k = v_l] on RPCL steps; w_l, v_l = largest / second largest C[k,l]
+  over k != a_l.  q_kl, c, anchor_mask (K, L) -> new q_kl (K, L)."""
   win, rival = _winner_rival(c, axis=0, exclude=anchor_mask)
   h = 0.5 * (win + anchor_mask)
   h = tf.where(is_rpcl, h - gamma * rival, h)
@@ -228,13 +239,15 @@ def update_q(q_kl, c, anchor_mask, is_rpcl, eta, gamma):
 
 
 def level_l_estep(log_p_y_k, q_kl, pi_l):
-  """Step 5: p(l|y) = pi_l p(y|l) / sum_l' pi_l' p(y|l'), with its log (B, L)."""
+  """method.md (33): p(l|y) = pi_l p(y|l) / sum_l' pi_l' p(y|l'), with its log,
+  both (B, L), of log_p_y_k (B, K), q_kl (K, L) and pi_l (L,)."""
   return _normalise_log(_log(pi_l)[None] + level_l_likelihood(log_p_y_k, q_kl),
                         axis=1)
 
 
 def update_pi_l(pi_l, g, eta, batch_sum=identity_sum):
-  """Step 5: pi_l <- clip((1-eta) pi_l + eta mean_b g_bl, 1e-10, 1), normalised."""
+  """method.md (34): pi_l <- clip((1-eta) pi_l + eta mean_b g_bl, 1e-10, 1),
+  normalised; pi_l (L,), g (B, L) (rpcl_weights of p(l|y)) -> new pi_l (L,)."""
   count = tf.cast(tf.shape(g)[0], F64)
   count, g_sum = batch_sum([count, tf.reduce_sum(g, 0)])
   new = tf.clip_by_value((1.0 - eta) * pi_l + eta * g_sum / count, PI_L_MIN, 1.0)
@@ -242,25 +255,30 @@ def update_pi_l(pi_l, g, eta, batch_sum=identity_sum):
 
 
 def posterior_l_given_yk(log_p_l_y, log_p_k_yl):
-  """Step 5: p(l|y,k) = p(l|y) p(k|y,l) / p(k|y), normalised over l (B, K, L)."""
+  """method.md (35): p(l|y,k) = p(l|y) p(k|y,l) / p(k|y), normalised over l,
+  (B, K, L), of log_p_l_y (B, L) and log_p_k_yl (B, K, L)."""
   p, _ = _normalise_log(log_p_l_y[:, None, :] + log_p_k_yl, axis=2)
   return p
 
 
 def _outputs(r, post_l, p_l_yk):
-  """Step 6: posteriors and their argmax labels."""
+  """Step 6, method.md (36): posteriors and their argmax labels."""
   return HierarchyOutputs(r, post_l, p_l_yk,
                           tf.argmax(r, axis=1, output_type=tf.int32),
                           tf.argmax(post_l, axis=1, output_type=tf.int32))
 
 
 def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
-  """One closed-form update, method.md §3 steps 1-6, in float64.
+  """One closed-form update, method.md (23)-(36) (§3 steps 1-6), in float64.
 
-  ``y``: sampled codes (responsibilities); ``m``, ``s``: encoder means and
-  variances (M-steps); all (B, D) float64.  Returns (new HierarchyState,
-  HierarchyOutputs).  The new parameters carry no gradient; the outputs are
-  differentiable in ``y`` (the parameters entering them are constants)."""
+  Args: state, the current HierarchyState; ``y``: sampled codes
+  (responsibilities); ``m``, ``s``: encoder means and variances (M-steps),
+  all (B, D) float64; ``step``: the step counter (the EM / RPCL choice);
+  ``cfg``: HierarchyConfig; ``batch_sum``: the reduction of every batch sum.
+  Returns (new HierarchyState, HierarchyOutputs: post_k (B, K), post_l (B, L),
+  p_l_given_yk (B, K, L), label_k and label_l (B,) int32).  The new
+  parameters carry no gradient; the outputs are differentiable in ``y`` (the
+  parameters entering them are constants)."""
   sg = tf.stop_gradient
   y_const, m, s = sg(y), sg(m), sg(s)
   is_rpcl = is_rpcl_step(step, cfg)
@@ -291,8 +309,12 @@ def hierarchy_update(state, y, m, s, step, cfg, batch_sum=identity_sum):
 
 
 def hierarchy_posteriors(state, y):
-  """The step-6 outputs under the stored state, without updating it (for
-  sampling and evaluation): pi_k is the stored derived prior."""
+  """The outputs of method.md (36) under the stored state, without updating
+  it (for sampling and evaluation): (23), (29), (33) and (35) with the
+  stored parameters and the derived pi_k of (20).
+
+  state: HierarchyState; y (B, D) float64 -> HierarchyOutputs (as
+  hierarchy_update's)."""
   log_pi_k = _log(pi_k_from(state.q_kl, state.pi_l))
   r, log_p_y_k = level_k_estep(y, state.mu, state.sigma2, log_pi_k)
   log_p_k_yl = posterior_k_given_yl(
@@ -341,8 +363,11 @@ class Hierarchy(keras.layers.Layer):
       var.assign(tf.cast(value, F64))
 
   def update(self, y, m, s, step, batch_sum=None):
-    """Runs the §3 update on a batch, assigns the new state and returns the
-    HierarchyOutputs (float32 probabilities, int32 labels)."""
+    """Runs the update of method.md (23)-(36) on a batch and assigns the new
+    state.  y, m, s (B, D) (any float dtype); step: the step counter;
+    batch_sum: as hierarchy_update's (None: one device).  Returns
+    HierarchyOutputs: float32 post_k (B, K), post_l (B, L), p_l_given_yk
+    (B, K, L), int32 labels (B,)."""
     cast = lambda t: tf.cast(t, F64)
     new_state, outputs = hierarchy_update(
         self.state(), cast(y), cast(m), cast(s), step, self.cfg,
@@ -351,19 +376,20 @@ class Hierarchy(keras.layers.Layer):
     return _as_f32(outputs)
 
   def posteriors(self, y):
-    """HierarchyOutputs of codes ``y`` under the current state (no update)."""
+    """HierarchyOutputs of codes ``y`` (B, D) under the current state, no
+    update (method.md (36)); float32 probabilities, int32 labels."""
     return _as_f32(hierarchy_posteriors(self.state(), tf.cast(y, F64)))
 
   def pi_k(self):
-    """Level-k prior pi_k = q(k|l) @ pi_l, (K,) float64."""
+    """Level-k prior of method.md (20), pi_k = q(k|l) @ pi_l, (K,) float64."""
     return pi_k_from(tf.convert_to_tensor(self.q_kl),
                      tf.convert_to_tensor(self.pi_l))
 
   def num_live(self, threshold=None):
-    """Number of level-k components with pi_k > threshold (int32 tensor).
-
-    The default, 0.1 / K (a tenth of the uniform share), is the live threshold
-    shared with sampling, visualisation and evaluation (utils.metrics.live_mask)."""
+    """Number of live level-k components, method.md (37): pi_k > threshold
+    (int32 scalar tensor).  The default, 0.1 / K (a tenth of the uniform
+    share), is the live threshold shared with sampling, visualisation and
+    evaluation (utils.metrics.live_mask)."""
     if threshold is None:
       threshold = 0.1 / self.num_k
     return tf.reduce_sum(tf.cast(self.pi_k() > threshold, tf.int32))

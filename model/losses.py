@@ -29,7 +29,9 @@ def _f32(x):
 
 
 def batch_mean(per_example, global_batch_size=None):
-  """sum_b per_example / (global_batch_size or the local batch size)."""
+  """sum_b per_example / (global_batch_size or the local batch size).
+
+  per_example (B,) -> float32 scalar."""
   per_example = _f32(per_example)
   if global_batch_size is None:
     return tf.reduce_mean(per_example)
@@ -37,10 +39,11 @@ def batch_mean(per_example, global_batch_size=None):
 
 
 def gaussian_kl(m, s, mu, sigma2):
-  """KL(N(m_b, diag s_b) || N(mu_k, diag sigma2_k)) for all b, k: (B, K).
+  """method.md (38): KL(N(m_b, diag s_b) || N(mu_k, diag sigma2_k)) for all b, k.
 
-  0.5 sum_d [log sigma2 - 1 - log s + (s + (m - mu)^2) / sigma2] (method.md §4);
-  mu, sigma2 are stop-gradient constants."""
+  0.5 sum_d [log sigma2 - 1 - log s + (s + (m - mu)^2) / sigma2];
+  mu, sigma2 are stop-gradient constants.
+  m, s (B, D); mu, sigma2 (K, D) -> (B, K) float32."""
   m, s = _f32(m)[:, None, :], _f32(s)[:, None, :]
   mu = tf.stop_gradient(_f32(mu))[None]
   sigma2 = tf.stop_gradient(_f32(sigma2))[None]
@@ -50,17 +53,21 @@ def gaussian_kl(m, s, mu, sigma2):
 
 
 def gaussian_kl_loss(m, s, mu, sigma2, post_k, global_batch_size=None):
-  """gaussian_loss = (1/B) sum_b sum_k p(k|y_b) KL(N(m_b, s_b) || N(mu_k, sigma2_k))."""
+  """L_gau of method.md (39):
+  (1/B) sum_b sum_k p(k|y_b) KL(N(m_b, s_b) || N(mu_k, sigma2_k)).
+
+  m, s (B, D); mu, sigma2 (K, D); post_k (B, K) -> float32 scalar."""
   per_example = tf.reduce_sum(_f32(post_k) * gaussian_kl(m, s, mu, sigma2), axis=1)
   return batch_mean(per_example, global_batch_size)
 
 
 def ij_loss(post_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
-  """Hierarchy KL (method.md §4):
+  """L_ij of method.md (40):
   (1/B) sum_b sum_{k,l} p(k|y_b) p(l|y_b,k) log[p(k|y_b) p(l|y_b,k) / (pi_l q(k|l))].
 
   0 log 0 = 0 (tf.math.xlogy), so the flat ablation's zero q(k|l) with zero
-  p(l|y,k) contributes nothing.  pi_l and q_kl are stop-gradient constants."""
+  p(l|y,k) contributes nothing.  pi_l and q_kl are stop-gradient constants.
+  post_k (B, K); p_l_given_yk (B, K, L); pi_l (L,); q_kl (K, L) -> float32 scalar."""
   joint = _f32(post_k)[:, :, None] * _f32(p_l_given_yk)
   prior = tf.stop_gradient(_f32(q_kl) * _f32(pi_l)[None, :])[None]
   per_example = tf.reduce_sum(tf.math.xlogy(joint, joint)
@@ -70,7 +77,8 @@ def ij_loss(post_k, p_l_given_yk, pi_l, q_kl, global_batch_size=None):
 
 def log_bivariate_normal(x, y, mu_x, mu_y, sigma_x, sigma_y, rho,
                          log_sigma_x=None, log_sigma_y=None):
-  """log N2((x, y) | mu, sigma, rho), element-wise (method.md §4 lil_loss).
+  """log N2((x, y) | mu, sigma, rho) of method.md (17)-(18), element-wise
+  (all arguments broadcast together, e.g. x, y (B, T, 1) against (B, T, M)).
 
   1 - rho^2 is floored at 1e-6 (tanh saturates to +-1 in float32); the log
   sigmas are used when given (exact where exp(log sigma) would overflow)."""
@@ -84,14 +92,19 @@ def log_bivariate_normal(x, y, mu_x, mu_y, sigma_x, sigma_y, rho,
 
 
 def mdn_loss(params, target5, training):
-  """Stroke reconstruction loss per sequence, (B,) (method.md §4 lil_loss).
+  """Stroke reconstruction loss per sequence, the summand of L_lil in
+  method.md (41), with the mixture density (17).
 
-  params: any object with fields log_pi, mu_x, mu_y, sigma_x, sigma_y, rho
-  (B, T, M), optionally log_sigma_x, log_sigma_y, and log_pen or pen_logits
-  (B, T, 3) (model/networks/stroke_decoder.py's MixtureParams); target5: (B, T, 5) stroke-5 targets.  Sum over the T steps
-  of -log(sum_m pi_m N2(dx, dy) + 1e-6) on non-padding steps (mask = 1 - p3)
-  plus the pen cross-entropy on all steps when ``training`` (a Python bool),
-  on non-padding steps otherwise."""
+  Args:
+    params: any object with fields log_pi, mu_x, mu_y, sigma_x, sigma_y, rho
+      (B, T, M), optionally log_sigma_x, log_sigma_y, and log_pen or
+      pen_logits (B, T, 3) (model/networks/stroke_decoder.py's MixtureParams).
+    target5: (B, T, 5) stroke-5 targets.
+    training: a Python bool.
+  Returns (B,) float32: the sum over the T steps of
+  -log(sum_m pi_m N2(dx, dy) + 1e-6) on non-padding steps (mask = 1 - p3)
+  plus the pen cross-entropy on all steps when ``training``, on non-padding
+  steps otherwise."""
   target5 = _f32(target5)
   dx, dy = target5[..., 0:1], target5[..., 1:2]
   pen = target5[..., 2:5]
@@ -117,21 +130,24 @@ def mdn_loss(params, target5, training):
 
 
 def image_l1_loss(x, x_hat, global_batch_size=None):
-  """de_loss = mean over the batch of sum over pixels |x - x_hat| (method.md §4)."""
+  """L_de of method.md (42): mean over the batch of sum over pixels |x - x_hat|.
+
+  x, x_hat (B, w, w, 1) -> float32 scalar."""
   diff = tf.abs(_f32(x) - _f32(x_hat))
   per_example = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=1)
   return batch_mean(per_example, global_batch_size)
 
 
 def kl_weight(step):
-  """KL warm-up weight 1 - 0.999 * 0.9999^step (method.md §4); computed in
-  float64 (1 - 0.999 loses digits in float32), returned as float32."""
+  """KL warm-up weight of method.md (43), 1 - 0.999 * 0.9999^step; computed
+  in float64 (1 - 0.999 loses digits in float32), returned as a float32 scalar."""
   step = tf.cast(step, tf.float64)
   return _f32(1.0 - 0.999 * tf.pow(tf.constant(0.9999, tf.float64), step))
 
 
 def learning_rate(step, hps):
-  """(learning_rate - min_learning_rate) * decay_rate^(step/3) + min_learning_rate."""
+  """method.md (45): (learning_rate - min_learning_rate) * decay_rate^(step/3)
+  + min_learning_rate, a float32 scalar."""
   decay = tf.pow(tf.constant(hps.decay_rate, tf.float64),
                  tf.cast(step, tf.float64) / 3.0)
   return _f32((hps.learning_rate - hps.min_learning_rate) * decay
@@ -139,19 +155,21 @@ def learning_rate(step, hps):
 
 
 def use_stroke_loss(step, hps):
-  """True when the step trains the stroke decoder (lil_loss), False when it
-  trains the image decoder (de_loss): step >= warmup_steps or step % 4 == 0."""
+  """The decoder alternation of method.md (44), a boolean scalar: True when
+  the step trains the stroke decoder (lil_loss), False when it trains the
+  image decoder (de_loss): step >= warmup_steps or step % 4 == 0."""
   step = tf.cast(step, tf.int64)
   return tf.logical_or(step >= hps.warmup_steps, tf.equal(step % 4, 0))
 
 
 def total_loss(gaussian, ij, lil, de, step, hps):
-  """method.md §4 total: kl_factor * kl_weight * (ij + gaussian) plus lil_loss on
-  stroke steps (use_stroke_loss) or de_weight * de_loss on the others.
-  de_weight = 1 (the default) is the released code, which defines a
+  """method.md (44) total: kl_factor * kl_weight * (ij + gaussian) plus
+  lil_loss on stroke steps (use_stroke_loss) or de_weight * de_loss on the
+  others.  de_weight = 1 (the default) is the released code, which defines a
   de_weight hparam (0.5) but adds de_loss unweighted.
 
-  ``lil`` is the batch mean of mdn_loss; all arguments are scalars."""
+  ``lil`` is the batch mean of mdn_loss; all arguments are scalars; returns
+  a float32 scalar."""
   kl = hps.kl_factor * kl_weight(step) * (_f32(ij) + _f32(gaussian))
   return kl + tf.where(use_stroke_loss(step, hps), _f32(lil),
                        hps.de_weight * _f32(de))

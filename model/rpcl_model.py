@@ -58,20 +58,25 @@ def batch_signature(hps, batch_size=None, free_length=False):
 
 
 def clip_gradients(grads, clip):
-  """Each gradient element clipped to [-clip, clip] (method.md §4)."""
+  """method.md (46): each gradient element clipped to [-clip, clip].
+
+  grads: a list of tensors; clip: a float -> the list, shapes unchanged."""
   return [tf.clip_by_value(g, -clip, clip) for g in grads]
 
 
 def all_finite(tensors):
-  """One boolean: every element of every tensor is finite."""
+  """One boolean scalar: every element of every tensor of ``tensors`` is finite."""
   flags = [tf.reduce_all(tf.math.is_finite(tf.cast(t, tf.float32)))
            for t in tensors]
   return tf.reduce_all(tf.stack(flags))
 
 
 def pen_loss(params, target5, training, global_batch_size=None):
-  """The pen cross-entropy part of lil_loss, batch mean (for reporting):
-  all steps when training, non-padding steps otherwise (method.md §4)."""
+  """The pen cross-entropy part of L_lil (method.md (41)), batch mean (for
+  reporting): all steps when training, non-padding steps otherwise.
+
+  params: MixtureParams with pen_logits (B, T, 3); target5 (B, T, 5) ->
+  float32 scalar."""
   target5 = tf.cast(target5, tf.float32)
   log_pen = tf.nn.log_softmax(tf.cast(params.pen_logits, tf.float32), axis=-1)
   nll = -tf.reduce_sum(target5[..., 2:5] * log_pen, axis=-1)
@@ -120,12 +125,14 @@ class RPCLPix2SeqH(keras.Model):
     return self
 
   def call(self, images, training=False):
-    """Keras entry point: the encoder mean (the code used for synthesis)."""
+    """Keras entry point: the encoder mean m of method.md (7) (the code used
+    for synthesis); images (B, w, w, 1) in [-1, 1] -> (B, D) float32."""
     m, _ = precision.encoder_outputs_f32(*self.encoder(images, training=training))
     return m
 
   def encode(self, images):
-    """(m, s): encoder mean and variance of ``images`` (B, w, w, 1) in [-1, 1]."""
+    """Encoder mean and variance, method.md (7): images (B, w, w, 1) in [-1, 1]
+    -> (m (B, D), s (B, D)) float32, no dropout."""
     return precision.encoder_outputs_f32(*self.encoder(images, training=False))
 
   # --- shared forward pass ------------------------------------------------
@@ -172,7 +179,7 @@ class RPCLPix2SeqH(keras.Model):
     return tf.cond(use_stroke, lambda: decode(True), lambda: decode(False))
 
   def _latent_losses(self, m, s, outs, gbs=None):
-    """Gaussian and hierarchy KL (method.md §4); GMM state as constants."""
+    """L_gau and L_ij, method.md (39)-(40); GMM state as constants."""
     h = self.hierarchy
     gau = losses.gaussian_kl_loss(m, s, h.mu, h.sigma2, outs.post_k, gbs)
     ij = losses.ij_loss(outs.post_k, outs.p_l_given_yk, h.pi_l, h.q_kl, gbs)
@@ -181,11 +188,18 @@ class RPCLPix2SeqH(keras.Model):
   # --- training -----------------------------------------------------------
   def losses_and_gradients(self, batch, step, reduction=LOCAL):
     """Phase 1: the forward pass of a training step at ``step`` on the local
-    batch and the gradients of its total (times the loss scale under
+    batch (method.md (7)-(8), the hierarchy update (23)-(36), the losses
+    (38)-(44)) and the gradients of its total (times the loss scale under
     float16) for every trainable variable (zeros where unused).  Assigns the
     hierarchy's tentative update (``apply_if_finite`` keeps it or puts the
-    old state back).  ``reduction``: model/reduction.py.
-    Returns ({LOSS_KEYS: scalar}, grads)."""
+    old state back).
+
+    Args: batch, ``(strokes5 (B, T + 1, 5), seq_len (B,), images (B, w, w, 1),
+    labels (B,))`` (batch_signature; data/pipeline.py); step: the
+    step counter (int64 scalar); reduction: model/reduction.py's LOCAL or a
+    ReplicaReduction.
+    Returns ({LOSS_KEYS: float32 scalar}, grads: a list in the order of
+    trainable_variables, each of its variable's shape)."""
     strokes5, _, images, _ = batch
     gbs = reduction.global_batch_size
     with tf.GradientTape() as tape:
@@ -210,17 +224,19 @@ class RPCLPix2SeqH(keras.Model):
 
   def apply_if_finite(self, scalars, grads, lr, old_state):
     """Phase 3: the update of the step from the global ``scalars`` (losses)
-    and ``grads`` (scaled under float16) at learning rate ``lr``, given the
-    hierarchy state before the step (the tentative new one is assigned).
+    and ``grads`` (scaled under float16) at learning rate ``lr`` (method.md
+    (45)), given the hierarchy state before the step (the tentative new one is
+    assigned).
 
     ``sane``: every logged loss (also the one this step does not descend
     on: a non-finite value there means a bad batch) and the new hierarchy
     state are finite.  Only when those and the gradients are finite does
-    Adam step on the clipped (unscaled) gradients, is the new hierarchy
-    state kept and does the step counter advance.  Returns ``nonfinite``:
-    not applied; under float16 loss scaling not ``sane``, since a gradient
-    overflow alone is a normal skipped step (the scale halves) and not a
-    divergence (the scale is left alone on one that is not ``sane``)."""
+    Adam step on the clipped (method.md (46)), unscaled gradients, is the new
+    hierarchy state kept and does the step counter advance.  Returns
+    ``nonfinite`` (a boolean scalar): not applied; under float16 loss scaling
+    not ``sane``, since a gradient overflow alone is a normal skipped step
+    (the scale halves) and not a divergence (the scale is left alone on one
+    that is not ``sane``)."""
     new_state = self.hierarchy.state()
     sane = all_finite(list(scalars.values()) + list(new_state))
     grads_finite = all_finite(grads)
@@ -259,13 +275,15 @@ class RPCLPix2SeqH(keras.Model):
     opt.iterations.assign_add(tf.cast(ok, opt.iterations.dtype))
 
   def train_step(self, batch, reduction=LOCAL):
-    """One optimisation step on a ``(strokes5, seq_len, images, labels)`` batch.
+    """One optimisation step, method.md (38)-(46) with the hierarchy update
+    (23)-(36): compute, reduce, apply.
 
-    ``reduction``: model/reduction.py's LOCAL on one device, a
-    ReplicaReduction inside a tf.distribute replica; the returned scalars
-    are the global-batch values (identical on every replica).
-    Returns a dict of scalars (TRAIN_KEYS) and ``pi_l`` (L,).
-    """
+    Args: batch, ``(strokes5 (B, T + 1, 5), seq_len (B,), images (B, w, w, 1),
+    labels (B,))`` (batch_signature; data/pipeline.py);
+    reduction: model/reduction.py's LOCAL on one device, a ReplicaReduction
+    inside a tf.distribute replica (the returned scalars are then the
+    global-batch values, identical on every replica).
+    Returns a dict of float32 scalars (TRAIN_KEYS) and ``pi_l`` (L,)."""
     hps = self.hps
     step = self.global_step.read_value()
     old_state = self.hierarchy.state()
@@ -283,11 +301,14 @@ class RPCLPix2SeqH(keras.Model):
 
   # --- evaluation ---------------------------------------------------------
   def eval_step(self, batch):
-    """Losses with z = m, no dropout, masked pen loss; changes no state.
+    """Losses with z = m, no dropout, masked pen loss (method.md (41) at
+    evaluation); changes no state.
 
-    Returns batch means of LOSS_KEYS (``total`` with the stroke loss and the
-    current kl_weight) and ``count`` (the batch size, for weighted averages).
-    """
+    Args: batch, ``(strokes5 (B, T + 1, 5), seq_len (B,), images (B, w, w, 1),
+    labels (B,))`` (batch_signature; data/pipeline.py).
+    Returns float32 scalars: batch means of LOSS_KEYS (``total`` with the
+    stroke loss and the current kl_weight) and ``count`` (the batch size, for
+    weighted averages)."""
     strokes5, _, images, _ = batch
     m, s = precision.encoder_outputs_f32(*self.encoder(images, training=False))
     outs = self.hierarchy.posteriors(m)
@@ -300,13 +321,14 @@ class RPCLPix2SeqH(keras.Model):
                 count=tf.cast(tf.shape(m)[0], tf.float32))
 
   def stroke_nll(self, strokes5, z):
-    """Each sketch's stroke loss given the codes z (B, D): (B,) nats.
+    """Each sketch's stroke loss given the codes z: lil_b(z) of the code's
+    worth, method.md (55).
 
     The lil of :meth:`eval_step` before its batch mean (no dropout, pen
     loss on the sketch's own rows, method.md (41)): the summed negative
     log-likelihood of a sketch's points, offsets and pen states.  With
-    z = m its mean is eval_step's lil; model/inference/code_worth.py passes other
-    sketches' codes."""
+    z = m its mean is eval_step's lil; model/inference/code_worth.py passes
+    other sketches' codes.  strokes5 (B, T + 1, 5), z (B, D) -> (B,) nats."""
     params = self._stroke_params(strokes5, z, training=False)
     return losses.mdn_loss(params, strokes5[:, 1:], training=False)
 

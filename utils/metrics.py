@@ -30,20 +30,21 @@ def _check_pair(pred, true):
 
 
 def purity(pred, true):
-  """Purity (method.md §8): sum over clusters of the largest true class, / N."""
+  """Purity, method.md (54): sum over clusters of the largest true class, / N."""
   pred, true = _check_pair(pred, true)
   table = contingency_matrix(true, pred)   # (classes, clusters) counts
   return float(table.max(axis=0).sum() / table.sum())
 
 
 def nmi(pred, true):
-  """Normalised mutual information (arithmetic mean normalisation, sklearn)."""
+  """Normalised mutual information (method.md (54); arithmetic mean
+  normalisation, sklearn)."""
   pred, true = _check_pair(pred, true)
   return float(sk_metrics.normalized_mutual_info_score(true, pred))
 
 
 def ari(pred, true):
-  """Adjusted Rand index (sklearn)."""
+  """Adjusted Rand index (method.md (54); sklearn)."""
   pred, true = _check_pair(pred, true)
   return float(sk_metrics.adjusted_rand_score(true, pred))
 
@@ -63,12 +64,12 @@ def squared_distances(query, gallery):
 
 
 def retrieval_ranks(query, gallery, true_index, chunk=1024):
-  """0-based rank of each query's own gallery item under squared distance.
+  """0-based rank of each query's own gallery item under squared distance,
+  rank_n of method.md (53).
 
   The rank counts the gallery items strictly closer than the true one, so
   ties are resolved in the query's favour (an exact match has rank 0).
-  Computed in chunks of queries to bound memory for full test splits.
-  """
+  Computed in chunks of queries to bound memory for full test splits."""
   query = np.asarray(query)
   gallery = np.asarray(gallery)
   true_index = np.asarray(true_index, np.int64)
@@ -91,22 +92,23 @@ def retrieval_ranks(query, gallery, true_index, chunk=1024):
 
 
 def retrieval_at_k(query, gallery, true_index, ks=DEFAULT_KS):
-  """Ret@k (method.md §8): {k: fraction of queries whose own item is in the top k}."""
+  """Ret@k, method.md (53): {k: fraction of queries whose own item is in the
+  top k}."""
   ranks = retrieval_ranks(query, gallery, true_index)
   return {int(k): float(np.mean(ranks < k)) for k in ks}
 
 
 def accuracy(pred, true):
+  """Rec, method.md (52): the fraction of predictions equal to the labels."""
   pred, true = _check_pair(pred, true)
   return float(np.mean(pred == true))
 
 
 def live_mask(weights, threshold=None):
-  """Which mixture weights are alive (method.md §3: dead ones decay toward 0).
+  """Which mixture weights are alive, method.md (37) (dead ones decay toward 0).
 
   The default threshold is a tenth of the uniform share, 0.1 / len(weights):
-  RPCL drives a loser's weight geometrically to the 1e-10 floor, far below it.
-  """
+  RPCL drives a loser's weight geometrically to the 1e-10 floor, far below it."""
   weights = np.asarray(weights, np.float64)
   if threshold is None:
     threshold = 0.1 / max(1, weights.size)

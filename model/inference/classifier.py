@@ -23,7 +23,8 @@ CACHE_VERSION = 1
 
 
 def SketchANet(num_classes, width=48, dropout=0.5):
-  """The classifier: (B, w, w, 1) ink images in [0, 1] -> (B, num_classes) logits."""
+  """The classifier of Rec (method.md (52)): (B, w, w, 1) ink images in [0, 1]
+  -> (B, num_classes) logits."""
   inputs = keras.Input((width, width, 1), name="image")
   x = keras.layers.Conv2D(32, 7, strides=2, padding="same", activation="relu",
                           name="conv1")(inputs)                       # w/2

@@ -36,7 +36,8 @@ VALID_SKETCHES = 256   # validation: at most this many valid sketches
 
 
 def derangement(n, seed=0):
-  """``donor`` (n,) int64: sketch i gets the code of sketch donor[i] != i.
+  """pi of method.md (55): ``donor`` (n,) int64, sketch i gets the code of
+  sketch donor[i] != i.
 
   A seeded random order in which each sketch takes the next one's code
   (cyclically); ValueError for n < 2 (no derangement exists)."""
@@ -49,7 +50,7 @@ def derangement(n, seed=0):
 
 
 def worth_from_nll(nll_own, nll_shuffled, lengths):
-  """The metric from per-sketch losses (nats) and point counts (pure NumPy)."""
+  """method.md (55) from per-sketch losses (nats) and point counts (pure NumPy)."""
   own = np.asarray(nll_own, np.float64)
   shuffled = np.asarray(nll_shuffled, np.float64)
   points = float(np.sum(np.asarray(lengths, np.int64)))
@@ -67,8 +68,8 @@ def num_batches(split, hps, max_sketches=0):
 
 
 def code_worth(model, split, max_sketches=0, seed=0, on_batch=None):
-  """The code's worth of ``model`` on a data.Split (module docstring), or
-  None when fewer than 2 sketches.
+  """The code's worth of ``model`` on a data.Split, method.md (55) (module
+  docstring), or None when fewer than 2 sketches.
 
   Returns {"nats_per_sketch", "nats_per_point", "lil_own", "lil_shuffled",
   "num_sketches", "num_points", "shuffle"}.  ``max_sketches``: evaluate a

@@ -39,7 +39,9 @@ def _fmix32(h):
 
 
 def counter_uniform(seed, sketch_ids, t, num):
-  """Uniforms in (0, 1), shape (B, num), a pure function of (seed, id, t, j)."""
+  """Uniforms in (0, 1), shape (B, num), a pure function of (seed, id, t, j).
+
+  seed: uint32 scalar; sketch_ids (B,); t: the step (scalar); num: a Python int."""
   seed = tf.cast(seed, tf.uint32)
   ids = tf.cast(sketch_ids, tf.uint32)
   t = tf.cast(t, tf.uint32)
@@ -61,12 +63,14 @@ def _seed_u32(seed):
 # Temperature and one decoding step (method.md §6).
 
 def tempered_probs(log_p, temperature):
-  """softmax(log p / tau): the §6 re-weighting of mixture and pen probabilities."""
+  """method.md (50): softmax(log p / tau), the re-weighting of mixture and
+  pen probabilities; log_p (B, n) -> (B, n)."""
   return tf.nn.softmax(log_p / temperature, axis=-1)
 
 
 def sample_categorical(log_p, temperature, u):
-  """Inverse-CDF draw from softmax(log p / tau) with one uniform per row."""
+  """method.md (50): an inverse-CDF draw from softmax(log p / tau) with one
+  uniform per row; log_p (B, n), u (B,) -> index (B,) int32."""
   p = tempered_probs(log_p, temperature)
   cdf = tf.cumsum(p, axis=-1)
   below = tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32)
@@ -74,7 +78,10 @@ def sample_categorical(log_p, temperature, u):
 
 
 def sample_bivariate(mu_x, mu_y, sigma_x, sigma_y, rho, temperature, u1, u2):
-  """One draw of the chosen 2-D Gaussian with both std devs multiplied by tau (§6)."""
+  """method.md (51): one draw of the chosen 2-D Gaussian with both standard
+  deviations multiplied by tau (Box-Muller from the uniforms u1, u2).
+
+  mu_x, mu_y, sigma_x, sigma_y, rho, u1, u2 (B,) -> (dx (B,), dy (B,))."""
   radius = tf.sqrt(-2.0 * tf.math.log(u1))
   n1 = radius * tf.cos(2.0 * np.pi * u2)
   n2 = radius * tf.sin(2.0 * np.pi * u2)
@@ -93,7 +100,11 @@ def _log_pen(params):
 
 
 def next_row(params, temperature, u, greedy):
-  """The stroke-5 row drawn from the mixture ``params``; u: (B, 4) uniforms."""
+  """The stroke-5 row drawn from the mixture ``params`` (method.md (50)-(51);
+  ``greedy``: the most likely component and pen state, the component's mean).
+
+  params: MixtureParams of one step, mixture fields (B, M), pen (B, 3);
+  u (B, 4) uniforms -> row (B, 5) float32."""
   f32 = lambda v: tf.cast(v, tf.float32)
   log_pi, log_pen = f32(params.log_pi), f32(_log_pen(params))
   if greedy:
@@ -171,13 +182,12 @@ def _compiled(decoder, greedy, max_len, jit_compile, z_size):
 
 def sample_strokes(decoder, z, max_len, temperature=0.24, greedy=False, seed=0,
                    sketch_ids=None, batch_size=None, jit_compile=False):
-  """Decodes every code of ``z`` (B, D) at once (method.md §6).
+  """Decodes every code of ``z`` (B, D) at once (method.md (50)-(51), §6).
 
   ``sketch_ids`` (B,) key the noise of each sketch (default 0..B-1): decoding
   sketch i alone with ``sketch_ids=[i]`` gives the same sketch as in a batch.
   ``batch_size`` splits very large B into chunks (same result).
-  Returns NumPy ``strokes5`` float32 (B, max_len, 5) and ``lengths`` int32 (B,).
-  """
+  Returns NumPy ``strokes5`` float32 (B, max_len, 5) and ``lengths`` int32 (B,)."""
   z = np.asarray(z, np.float32)
   if z.ndim != 2:
     raise ValueError(f"z must be (B, D), got shape {z.shape}")
@@ -228,16 +238,17 @@ def _np(v):
 
 
 def live_components(hierarchy, threshold=None):
-  """Indices k whose prior pi_k = sum_l q(k|l) pi_l is alive.
+  """Indices k whose prior pi_k = sum_l q(k|l) pi_l is alive (method.md (37)).
 
   Uses ``utils.metrics.live_mask`` (default threshold 0.1 / K, shared with
   visualisation and evaluation; RPCL drives losers to the 1e-10 floor).
-  """
+  Returns a list of ints."""
   return [int(k) for k in np.flatnonzero(live_mask(_np(hierarchy.pi_k()), threshold))]
 
 
 def live_units(hierarchy, threshold=None):
-  """Indices l whose prior pi_l is alive (default threshold 0.1 / L)."""
+  """Indices l whose prior pi_l is alive (method.md (37), default threshold
+  0.1 / L); a list of ints."""
   return [int(l) for l in np.flatnonzero(live_mask(_np(hierarchy.pi_l), threshold))]
 
 
@@ -260,16 +271,17 @@ def _gaussian_codes(hierarchy, ks, rng):
 
 
 def codes_from_level_k(hierarchy, k, n, seed=0):
-  """``n`` codes drawn from the level-k Gaussian N(mu_k, diag sigma2_k)."""
+  """method.md (47): ``n`` codes drawn from the level-k Gaussian
+  N(mu_k, diag sigma2_k) -> z (n, D) float32."""
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 1, int(k)])
   return _gaussian_codes(hierarchy, np.full(n, int(k)), rng)
 
 
 def codes_from_level_l(hierarchy, l, n, seed=0):
-  """``n`` codes from unit l: k ~ q(k|l), then z ~ N(mu_k, sigma2_k).
+  """method.md (47) from unit l: ``n`` codes, k ~ q(k|l), then
+  z ~ N(mu_k, sigma2_k).
 
-  Returns (z (n, D) float32, ks (n,) int32).
-  """
+  Returns (z (n, D) float32, ks (n,) int32)."""
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 2, int(l)])
   q = _np(hierarchy.q_kl)[:, int(l)]
   ks = rng.choice(len(q), size=n, p=q / q.sum()).astype(np.int32)
@@ -277,18 +289,21 @@ def codes_from_level_l(hierarchy, l, n, seed=0):
 
 
 def analogy(z_a, z_b, z_c):
-  """The latent calculator: z_c + (z_b - z_a) (method.md §6)."""
+  """The latent calculator of method.md (48): z_c + (z_b - z_a); each (D,)
+  (or broadcastable) -> float32 of their shape."""
   return (np.asarray(z_c, np.float32) + (np.asarray(z_b, np.float32)
                                          - np.asarray(z_a, np.float32)))
 
 
 def interpolate(z_a, z_b, steps):
-  """``steps`` codes evenly spaced on the line from z_a to z_b (both included)."""
+  """method.md (49): ``steps`` codes evenly spaced on the line from z_a to z_b
+  (both included); z_a, z_b (D,) -> (steps, D) float32."""
   w = np.linspace(0.0, 1.0, int(steps), dtype=np.float32)[:, None]
   return (1.0 - w) * np.asarray(z_a, np.float32) + w * np.asarray(z_b, np.float32)
 
 
 def normal_codes(n, dim, seed=0):
-  """Unconditional codes z ~ N(0, I) (what the reference draws)."""
+  """Unconditional codes z ~ N(0, I) (what the reference draws) -> (n, dim)
+  float32."""
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0])
   return rng.standard_normal((n, dim)).astype(np.float32)

@@ -81,11 +81,12 @@ def conv(filters, init, strides=1, dilation=1, name=None):
 
 
 def apply_conv(layer, x):
-  """``layer(x)``; a dilated stride-1 float32 ``conv`` runs as one Conv2D op
-  with a dilations attribute (same weights and result), because Keras lowers
-  it to space-to-batch + conv + batch-to-space, 1.5x slower forward +
-  backward on CPU (benchmarks/README.md).  (16-bit: Keras' path, as TF's
-  non-oneDNN CPU kernels have no dilated backward.)"""
+  """``layer(x)``, x (B, h, w, C) -> the conv's (B, h', w', filters); a dilated
+  stride-1 float32 ``conv`` runs as one Conv2D op with a dilations attribute
+  (same weights and result), because Keras lowers it to space-to-batch + conv
+  + batch-to-space, 1.5x slower forward + backward on CPU
+  (benchmarks/README.md).  (16-bit: Keras' path, as TF's non-oneDNN CPU
+  kernels have no dilated backward.)"""
   if max(layer.dilation_rate) == 1 or x.dtype != tf.float32:
     return layer(x)
   if not layer.built:
@@ -106,13 +107,15 @@ class DilatedBlock(keras.layers.Layer):
     self.down_norm = InstanceNorm(name="in_down")
 
   def call(self, x):
+    """The dilated block of method.md (7)'s encoder: x (B, h, w, C) ->
+    (B, h/2, w/2, filters)."""
     summed = norm_sum([apply_conv(conv_layer, x) for conv_layer, _ in self.branches],
                       [norm for _, norm in self.branches])
     return norm_sum([self.down(summed)], [self.down_norm])
 
 
 def reparameterize(mean, var, eps):
-  """z = m + sqrt(s) * eps (method.md §2, reparameterisation)."""
+  """method.md (8): z = m + sqrt(s) * eps; mean, var, eps (B, D) -> z (B, D)."""
   return mean + ops.sqrt(var) * eps
 
 
@@ -134,6 +137,8 @@ class Encoder(keras.layers.Layer):
                                        kernel_initializer=he_normal_fan_in())
 
   def call(self, images, training=False):
+    """Encoder mean and variance, method.md (7): images (B, w, w, 1) in [-1, 1]
+    -> (m (B, D), s (B, D)), s = softplus(W_s f + b_s) + 1e-10."""
     x = images
     for block in self.blocks:
       x = block(x)

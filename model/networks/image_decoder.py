@@ -30,6 +30,7 @@ class ImageDecoder(keras.layers.Layer):
         for k, filters in enumerate((128, 64, 32, 1), start=1)]
 
   def call(self, z, training=False):
+    """method.md (9): x_hat = Dec_img(z), z (B, D) -> (B, w, w, 1) in [-1, 1]."""
     x = ops.relu(self.dense(z))
     x = ops.reshape(x, (-1, self.side, self.side, 256))
     last = len(self.deconvs) - 1

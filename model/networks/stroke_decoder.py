@@ -2,7 +2,8 @@
 
 ``StrokeDecoder(hps)``: initial state tanh(Linear(z)) split into the cell's state
 parts; per-step input concat(stroke-5 row, z); the RNN cell of ``hps.dec_model``
-(model/networks/cells.py); optional input / output dropout; output head Linear(H -> 3 + 6M).
+(model/networks/cells.py); optional input / output dropout; output head
+Linear(H -> 3 + 6M).
 
 Speed: the input-side gate projection of the whole sequence is computed before the
 recurrence, and it is split as ``strokes5 @ W[:5] + z @ W[5:]`` so the z part is one
@@ -32,8 +33,9 @@ logs, for a stable loss); rho = tanh."""
 
 
 def split_params(raw):
-  """Raw head output (..., 3 + 6M) -> MixtureParams (method.md §2 order:
-  [pen(3) | pi | mu_x | mu_y | sigma_x | sigma_y | rho])."""
+  """method.md (16): the raw head output (..., 3 + 6M) -> MixtureParams,
+  in the order [pen (3) | pi | mu_x | mu_y | sigma_x | sigma_y | rho]; each
+  mixture field (..., M), the pen fields (..., 3)."""
   num_mix = (raw.shape[-1] - 3) // 6
   pen_logits = raw[..., :3]
   pi, mu_x, mu_y, log_sx, log_sy, rho = [
@@ -54,7 +56,8 @@ def head_dtype(dtype):
 
 
 def dropout_if(x, enabled, keep_prob, training, seed_generator):
-  """Inverted dropout with keep probability ``keep_prob`` when enabled+training."""
+  """Inverted dropout with keep probability ``keep_prob`` when enabled and
+  training; x of any shape, returned in its shape."""
   if not (enabled and training) or keep_prob >= 1.0:
     return x
   return keras.random.dropout(x, 1.0 - keep_prob, seed=seed_generator)
@@ -85,7 +88,8 @@ class StrokeDecoder(keras.layers.Layer):
     self.out_dense.build((None, self.hps.dec_rnn_size))
 
   def initial_state(self, z):
-    """tanh(Linear(z)) split into the cell's state parts (method.md §2)."""
+    """method.md (10): state_0 = tanh(W_0 z + b_0) split into the cell's state
+    parts; z (B, D) -> list of (B, n) tensors, n the cell's state_size."""
     flat = self.init_dense(z)
     sizes = self.cell.state_size
     return list(ops.split(flat, [sum(sizes[:k + 1]) for k in range(len(sizes) - 1)],
@@ -97,7 +101,9 @@ class StrokeDecoder(keras.layers.Layer):
                       self.seed_generator)
 
   def project(self, inputs5, z, training=False):
-    """Input-side gate pre-activations for inputs5 (B, T, 5) and z (B, D)."""
+    """Input-side gate pre-activations of the inputs u_t = [S_{t-1}; z] of
+    method.md (11): inputs5 (B, T, 5) and z (B, D) -> (B, T, F), F the cell's
+    gate width."""
     if self.hps.use_input_dropout and training:
       steps = ops.shape(inputs5)[1]
       z_seq = ops.repeat(ops.expand_dims(z, 1), steps, axis=1)
@@ -112,7 +118,8 @@ class StrokeDecoder(keras.layers.Layer):
     return self.out_dense(h)
 
   def call(self, inputs5, z, training=False):
-    """Teacher-forced decoding: inputs5 (B, T, 5), z (B, D) -> raw (B, T, 3+6M)."""
+    """Teacher-forced decoding (method.md (10)-(15)): inputs5 (B, T, 5),
+    z (B, D) -> raw head output (B, T, 3 + 6M) (split by split_params)."""
     states = self.initial_state(z)
     xw = self.project(inputs5, z, training)
     outputs, _ = recurrence.run_cell(self.cell, xw, states,
@@ -120,7 +127,8 @@ class StrokeDecoder(keras.layers.Layer):
     return self._head(outputs, training)
 
   def step(self, x5, z, states, training=False):
-    """One decoding step: x5 (B, 5), z (B, D), states -> (raw (B, 3+6M), states)."""
+    """One decoding step (sampling): x5 (B, 5), z (B, D), states (the cell's,
+    each (B, n)) -> (raw (B, 3 + 6M), new states)."""
     xw = self.project(ops.expand_dims(x5, 1), z, training)[:, 0]
     h, new_states = self.cell.recurrent_step(xw, list(states),
                                              training=bool(training))
