@@ -3,7 +3,7 @@
   python -m benchmarks.bench_sample [--num 1000] [--subset 20] [--max_len 100]
 
 The same StrokeDecoder (small preset, fresh weights) is used by both:
-- batched: model/sampler.sample_strokes, all ``num`` sketches in one compiled
+- batched: model/inference/sampler.sample_strokes, all ``num`` sketches in one compiled
   tf.while_loop (plain graph and XLA);
 - per-sketch loop, as the TF1 reference sampled: one sketch at a time, one
   ``decoder.step`` call per point (eager here; the reference did one

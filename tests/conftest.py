@@ -19,7 +19,9 @@ from hparams import CONFIG_NAME, get_hparams  # noqa: E402
 # The shared tiny model: data.synthetic categories and split sizes per category.
 TINY_CATS = ["fish", "house"]
 TINY_SIZES = (32, 8, 16)
-TINY_STEPS = 6   # trained by model.training.train(seed=0, save_every_steps=3, log_every=1)
+# Steps of the tiny model: model.training.loop.train(seed=0,
+# save_every_steps=3, log_every=1).
+TINY_STEPS = 6
 
 
 def tiny_hps(**overrides):
@@ -81,7 +83,7 @@ def tiny_model(tiny_data, tmp_path_factory):
   """(data_dir, model_dir, dead_dir), built once per test session.
 
   data_dir: tiny_data (data.synthetic fish/house, TINY_SIZES); model_dir: the
-  tiny preset (num_mixture=2, K=4) trained TINY_STEPS steps by model.training.train
+  tiny preset (num_mixture=2, K=4) trained TINY_STEPS steps by model.training.loop.train
   (tb/ has every step's losses; test_reproducibility repeats it); dead_dir:
   the same model with level-k component #3 made dead (q(3|l) ~ 0).  Shared by
   several test files: never write into these folders (copy them first).

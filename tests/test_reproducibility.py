@@ -2,12 +2,13 @@
 gives bit-identical data order, augmentation, per-step training losses, final
 weights and sampled sketches in two runs.
 
-Run 1 is the session's tiny model (tests/conftest.py: model.training.train in this
-pytest process, seed 0, every step logged to tb/).  Run 2 repeats it as a real
-``python train.py`` process with another PYTHONHASHSEED, through a small
-driver that records, without changing anything, the digest of every training
-batch BatchMaker builds, then samples with model.synthesis.synthesize.  Batches are
-compared with a third, in-process BatchMaker (and another seed must differ).
+Run 1 is the session's tiny model (tests/conftest.py: model.training.loop.train
+in this pytest process, seed 0, every step logged to tb/).  Run 2 repeats it
+as a real ``python train.py`` process with another PYTHONHASHSEED, through a
+small driver that records, without changing anything, the digest of every
+training batch BatchMaker builds, then samples with
+model.inference.synthesis.synthesize.  Batches are compared with a third,
+in-process BatchMaker (and another seed must differ).
 """
 import hashlib
 import json
