@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 # Top-level programs: only ever run, never imported (their flags are defined
 # at import time, so two of them in one process would clash).
 PROGRAMS = {"train", "sample", "visualization", "evaluate", "demo",
-            "experiments.real_data"}
+            "explore", "export", "experiments.real_data"}
 
 
 def project_files():
