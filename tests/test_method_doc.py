@@ -83,3 +83,33 @@ def test_equations_numbered_in_order_and_all_in_table():
   for cell, _ in _table_rows(text):
     in_table |= _expand(cell)
   assert in_table == set(labels)
+
+
+def _docstring(module_path, names):
+  """The docstring of ``names`` in the module file ('' when it has none)."""
+  with open(module_path, encoding="utf-8") as f:
+    node = ast.parse(f.read())
+  for name in names:
+    node = next(n for n in node.body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                and n.name == name)
+  return ast.get_docstring(node) or ""
+
+
+def test_every_named_function_cites_its_equations():
+  """Where the code is read, it names the equations it computes: the
+  docstring of each function in the table cites at least one of its row's
+  numbers as "(n)" (a range "(14)-(15)" cites both ends)."""
+  silent = []
+  for cell, names in _table_rows(_doc()):
+    wanted = _expand(cell)
+    for dotted in names:
+      path, attrs = _resolve(dotted)
+      doc = _docstring(path, attrs)
+      cited = set()
+      for match in re.finditer(r"\((\d+)\)(?:\s*-\s*\((\d+)\))?", doc):
+        low = int(match.group(1))
+        cited.update(range(low, int(match.group(2) or low) + 1))
+      if not cited & wanted:
+        silent.append(f"{dotted} {cell}")
+  assert not silent, f"docstrings that cite none of their equations: {silent}"

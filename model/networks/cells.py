@@ -67,7 +67,8 @@ def glorot_uniform_for(fan_in, fan_out):
 
 
 def layer_norm(x, gamma, beta, epsilon=LN_EPSILON):
-  """Layer normalisation over the last axis (Ba et al. 2016), method.md §2.
+  """Layer normalisation over the last axis (Ba et al. 2016), the LN of
+  method.md (14)-(15): x (..., n), gamma / beta (n,) -> (..., n).
 
   float16 / bfloat16 inputs (mixed precision) are normalised in float32 and
   the result cast back."""
@@ -93,7 +94,8 @@ def layer_norm_gates(pre, gamma, beta, num_gates=4):
 
 
 def lstm_update(gates, c, forget_bias, g_dropout=None):
-  """One LSTM update from fused gates [i|j|f|o] (method.md §2).
+  """One LSTM update from fused gates [i|j|f|o] (B, 4H), c (B, H): the
+  cell-state part of method.md (15).
 
   Returns (new_c, o_gate).  ``g_dropout`` (optional) is applied to tanh(j): the
   recurrent dropout without memory loss of Semeniuta et al. 2016.
@@ -165,7 +167,8 @@ class _RecurrentCell(keras.layers.Layer):
     return out if bias is None else out + bias
 
   def project_split(self, x_seq, z):
-    """``project_inputs(concat(x_seq[:, t], z))`` for all t, computed as
+    """The input-side part of method.md (11)-(14) for u_t = [S_{t-1}; y]:
+    ``project_inputs(concat(x_seq[:, t], z))`` for all t, computed as
     x_seq @ w_in[:n] + z @ w_in[n:]: the per-sequence z part once, not T times.
 
     x_seq (B, T, n), z (B, D) -> (B, T, F).
@@ -317,7 +320,8 @@ class HyperLSTMCell(_RecurrentCell):
                                   initializer="zeros")
 
   def hyper_factors(self, hyper_h):
-    """sketch-rnn's hyper_norm factors from the hyper output (method.md §2).
+    """sketch-rnn's hyper_norm factors from the hyper output, method.md (13):
+    hyper_h (B, Nh).
 
     Returns (alpha_x (B,4,H), alpha_h (B,4,H), beta_h (B,4,H)).
     """
@@ -328,7 +332,8 @@ class HyperLSTMCell(_RecurrentCell):
     return alpha[:, :4], alpha[:, 4:], beta
 
   def hyper_step(self, hyper_pre, hyper_h, hyper_c):
-    """The hyper layer-norm LSTM: pre-activations from x and h -> (hh, hc)."""
+    """The hyper layer-norm LSTM, method.md (12): pre-activations from x and
+    h (B, 4Nh), hyper_h / hyper_c (B, Nh) -> (new hyper_h, new hyper_c)."""
     gates = layer_norm_gates(hyper_pre + ops.matmul(hyper_h, self.hyper_w_rec),
                              self.hyper_ln_gates_gamma, self.hyper_ln_gates_beta)
     new_c, o = lstm_update(gates, hyper_c, self.forget_bias)
@@ -337,7 +342,9 @@ class HyperLSTMCell(_RecurrentCell):
     return new_h, new_c
 
   def step_from_hw(self, xw, hw, states, training=False, seed=None):
-    """xw = x @ w_in and hw = h @ w_rec, both (B, 4H + 4Nh)."""
+    """One HyperLSTM step, method.md (12)-(15): xw = x @ w_in and hw = h @
+    w_rec, both (B, 4H + 4Nh); states [h, c, hyper_h, hyper_c].
+    Returns (h (B, H), new states)."""
     h, c, hyper_h, hyper_c = states
     units = self.units
     new_hyper_h, new_hyper_c = self.hyper_step(
