@@ -52,7 +52,7 @@ from model.training.loop import log, train  # noqa: E402
 from model.training.run_config import (  # noqa: E402
     NO_DATA_HINT, RESUMABLE_KEYS, config_conflicts)
 from utils.errors import UserError, check_argv, cli_main  # noqa: E402
-from model.threads import configure_threads  # noqa: E402
+from model.training.threads import configure_threads  # noqa: E402
 
 
 def hps_from_flags():

@@ -41,7 +41,7 @@ from data.dataset import load_dataset  # noqa: E402
 from data.pipeline import bucket_boundaries, make_dataset  # noqa: E402
 from hparams import get_hparams  # noqa: E402
 from model.storage.checkpoint import build_model  # noqa: E402
-from model.threads import configure_threads  # noqa: E402
+from model.training.threads import configure_threads  # noqa: E402
 
 VARIANTS = ("padded", "longest", "bucket")
 

@@ -37,7 +37,7 @@ FLOP counts (matmul / conv multiply-adds x 2, executed; elementwise ops ignored)
   train step = 3 x fwd (backward: one matmul for the input grad, one for the
   weight grad, each the size of the forward one); the full step counts the
   image decoder's forward only (a stroke step does not back-propagate it).
-Threads: model/threads.configure_threads (what train.py uses) unless
+Threads: model/training/threads.configure_threads (what train.py uses) unless
 --intra_op / --inter_op are given.
 """
 import os
@@ -73,7 +73,7 @@ from data.random_batch import random_batch  # noqa: E402
 from hparams import get_hparams  # noqa: E402
 from model.fast import native_ops  # noqa: E402
 from model.storage.checkpoint import build_model  # noqa: E402
-from model.threads import configure_threads  # noqa: E402
+from model.training.threads import configure_threads  # noqa: E402
 from benchmarks.train_parts import (SGEMM_N, decoder_step,  # noqa: E402
                                     encoder_step, hierarchy_losses_step,
                                     keras_lstm_step, old_train_step,
@@ -180,7 +180,7 @@ def run_size(size, parts, reps, seq_len=130, jit_step=False, log=print):
 def run(sizes=("small", "paper"), reps=3, reps_big=1, parts=ALL_PARTS,
         seq_len=130, jit_step=False, log=print, threads="auto"):
   """Every part at every size; returns a flat dict (keys prefixed by size).
-  ``threads``: "auto" (model/threads.configure_threads, as train.py) or
+  ``threads``: "auto" (model/training/threads.configure_threads, as train.py) or
   "given" (already set by the caller)."""
   if threads == "auto":
     configure_threads()

@@ -36,7 +36,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 from data.random_batch import random_batch  # noqa: E402
 from hparams import get_hparams  # noqa: E402
 from model.storage.checkpoint import build_model  # noqa: E402
-from model.threads import configure_threads  # noqa: E402
+from model.training.threads import configure_threads  # noqa: E402
 
 CONTROL_FLOW = {"While", "StatelessWhile", "If", "StatelessIf",
                 "PartitionedCall", "StatefulPartitionedCall"}
