@@ -39,7 +39,7 @@ import tensorflow as tf
 from hparams import CONFIG_NAME, save_config
 from model.fast import native_ops
 # The sampler's own decoding loop, so that the export decodes as sample.py.
-from model.inference.sampler import _decode_loop
+from model.inference.sampler import decode_loop
 from model.storage.checkpoint import load_trained, recorded_data_dir
 from utils import ownership
 from utils.errors import UserError
@@ -99,7 +99,7 @@ def build_module(hps, model, max_len):
         length, cap, message=f"max_len must be <= {cap} (export.py --max_len)")
     ids = tf.cast(tf.range(tf.shape(z)[0]), tf.uint32)
     seed = tf.cast(tf.bitwise.bitwise_and(seed, 0xFFFFFFFF), tf.uint32)
-    strokes5, lengths = _decode_loop(decoder, z, ids, seed, temperature, cap,
+    strokes5, lengths = decode_loop(decoder, z, ids, seed, temperature, cap,
                                      False)
     strokes, lengths = _stroke3(strokes5, lengths, length, scale)
     return {"strokes": strokes, "lengths": lengths}

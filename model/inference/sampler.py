@@ -127,8 +127,16 @@ def next_row(params, temperature, u, greedy):
 # ---------------------------------------------------------------------------
 # The batched loop.
 
-def _decode_loop(decoder, z, sketch_ids, seed, temperature, max_len, greedy):
-  """tf.while_loop over steps; every sketch advances together until all end."""
+def decode_loop(decoder, z, sketch_ids, seed, temperature, max_len, greedy):
+  """The batched sampler of method.md (50)-(51) as one graph: a tf.while_loop
+  over steps, every sketch advancing together until all end.  sample.py's
+  compiled sampler and the SavedModel export (model/inference/export.py)
+  both run it, so they draw the same strokes for the same codes and seed.
+
+  z (B, D); sketch_ids (B,) int (each sketch's random stream); ``seed``,
+  ``temperature`` scalars; ``max_len`` steps at most; ``greedy``: as in
+  :func:`next_row` (the likeliest component's mean, the likeliest pen state).
+  Returns (stroke-5 rows (B, max_len, 5), lengths (B,))."""
   batch = tf.shape(z)[0]
   pad = tf.constant(PAD, tf.float32)
   x = tf.tile(tf.constant(S0, tf.float32)[None], [batch, 1])
@@ -170,7 +178,7 @@ def _compiled(decoder, greedy, max_len, jit_compile, z_size):
     ref = weakref.ref(decoder)  # the cache must not keep the decoder alive
 
     def fn(z, sketch_ids, seed, temperature):
-      return _decode_loop(ref(), z, sketch_ids, seed, temperature,
+      return decode_loop(ref(), z, sketch_ids, seed, temperature,
                           key[1], key[0])
     signature = [tf.TensorSpec([None, key[3]], tf.float32),
                  tf.TensorSpec([None], tf.uint32), tf.TensorSpec([], tf.uint32),
