@@ -89,6 +89,11 @@ INPUTS = {
     "quickdraw_unknown_category": "a name the server does not have (404)",
     "quickdraw_no_categories": "no --categories",
     "quickdraw_out_dir_under_a_file": "`afile` is a regular file",
+    "explore_no_model": "no such folder",
+    "export_no_out_dir": "no --out_dir",
+    "export_into_the_model": "--out_dir inside the model folder",
+    "export_over_foreign_files": "--overwrite on a folder export.py did not write",
+    "export_max_len_negative": "--max_len=-1",
 }
 
 # Bad inputs run through a CLI by other test files (not repeated here).

@@ -1,6 +1,6 @@
 """The bad-input catalogue: one test per case, end to end through the
 real CLI entry points (train.py, sample.py, visualization.py, evaluate.py,
-data.synthetic, data.seq2png, data.quickdraw).
+explore.py, export.py, data.synthetic, data.seq2png, data.quickdraw).
 
 Every case builds its inputs in a fresh folder and runs the command there with
 relative paths.  Passing means: exit status 2, exactly one stderr line, starting
@@ -243,6 +243,19 @@ CASES = [
     case("quickdraw_out_dir_under_a_file", "data.quickdraw",
          ["--categories=bee", "--out_dir=afile/qd", "--base_url={url}"],
          r"'afile/qd'.*Not a directory", touch("afile")),
+    # explore.py, export.py
+    case("explore_no_model", "explore.py", ["--model_dir=nowhere"],
+         r"--model_dir.*'nowhere'"),
+    case("export_no_out_dir", "export.py", ["--model_dir=model"], r"--out_dir"),
+    case("export_into_the_model", "export.py",
+         ["--model_dir=model", "--out_dir=model/export"],
+         r"--out_dir=.*refusing to write there"),
+    case("export_over_foreign_files", "export.py",
+         ["--model_dir=model", "--out_dir=mine", "--overwrite"],
+         r"'mine'.*holds files this program did not write",
+         touch("mine/notes.txt")),
+    case("export_max_len_negative", "export.py",
+         ["--model_dir=model", "--out_dir=e", "--max_len=-1"], r"--max_len=-1"),
 ]
 BY_NAME = {c["name"]: c for c in CASES}
 assert len(BY_NAME) == len(CASES)

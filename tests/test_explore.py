@@ -20,7 +20,6 @@ from model.inference import explorer_ui
 from model.inference.backends import HierarchyParams, ModelFolder, open_model
 from model.inference.explorer import (MAX_POINTS, PER_PAGE, Explorer,
                                       read_drawing)
-from tests.cli_harness import run_in_process
 from utils.errors import UserError
 
 HOUSE = [[[10, 90], [10, 40], [90, 40], [90, 90], [10, 90]],
@@ -167,11 +166,8 @@ def test_analogy_and_interpolation(ex):
 
 # --- the programs ---------------------------------------------------------------
 
-def test_bad_model_dir_is_one_line_and_status_2(tmp_path):
-  for cli in ("explore.py", "export.py"):
-    args = [f"--model_dir={tmp_path / 'nope'}", f"--out_dir={tmp_path / 'e'}"]
-    code, _, err = run_in_process(cli, args[:1] if cli == "explore.py" else args)
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+def test_a_stray_saved_model_is_refused(tmp_path):
+  """(The programs' bad flags are cases of tests/test_bad_inputs.py.)"""
   (tmp_path / "saved_model.pb").write_bytes(b"")
   with pytest.raises(UserError, match="not one written by export.py"):
     open_model(str(tmp_path))
