@@ -4,7 +4,17 @@ A float32 model and a mixed one with the same weights, hierarchy and noise run
 the same compiled training steps: the mixed losses are finite and close to the
 float32 ones, the hierarchy stays float64 and the losses float32, variables
 stay float32 while the networks compute in float16 / bfloat16.
+
+The losses of those steps are also pinned, per precision:
+tests/golden/precision_steps.json was computed by the code before model/ was
+split into layers (commit 3c6eb3f; this machine reproduced it bit for bit).
+A change that means to keep the math keeps them, to float tolerance (another
+CPU may round differently); one that changes the math renews the file.
 """
+import json
+import os
+
+import keras
 import keras
 import numpy as np
 import pytest
@@ -22,6 +32,22 @@ STEPS = 3
 # rounding noise, so those losses are only checked to stay in a loose band.
 RTOL_FIRST = {"mixed_bfloat16": 0.02, "mixed_float16": 0.01}
 RTOL_LATER = 0.25
+PINNED = os.path.join(os.path.dirname(__file__), "golden",
+                      "precision_steps.json")
+# Pinned losses: rounding of another CPU's kernels, amplified by 16-bit
+# compute (8 / 11-bit mantissas).
+RTOL_PINNED = {"float32": 1e-4, "mixed_float16": 2e-2, "mixed_bfloat16": 5e-2}
+LOSSES = ("total", "lil", "pen", "de", "gau", "ij")
+
+
+def check_pinned(prec, outs):
+  """``outs``: the losses of the STEPS steps, as pinned for ``prec``."""
+  with open(PINNED) as f:
+    pinned = json.load(f)[prec]
+  for i, (got, want) in enumerate(zip(outs, pinned)):
+    np.testing.assert_allclose([float(got[k]) for k in LOSSES],
+                               [want[k] for k in LOSSES],
+                               rtol=RTOL_PINNED[prec], err_msg=f"step {i}")
 
 
 def tiny_hps(prec):
@@ -45,6 +71,7 @@ def build(prec, like=None):
 @pytest.fixture(scope="module")
 def reference():
   """The float32 model's initial weights and its losses on the batches."""
+  keras.utils.set_random_seed(0)   # the pinned losses' initial weights
   ref = build("float32")
   init = build("float32", like=ref)   # an untouched copy to start others from
   batches = make_batches(ref.hps, STEPS)
@@ -62,8 +89,10 @@ def test_mixed_losses_finite_and_close_to_float32(reference, prec):
   assert model.encoder.compute_dtype == compute
   assert all(v.dtype == "float32" for v in model.trainable_variables)
   step = model.compiled_train_step()
+  outs = []
   for i, (batch, want) in enumerate(zip(batches, ref_outs)):
     got = step(batch)
+    outs.append(got)
     for key in ("total", "lil", "pen", "de", "gau", "ij"):
       assert got[key].dtype == tf.float32, key
       value = got[key].numpy()
@@ -72,6 +101,7 @@ def test_mixed_losses_finite_and_close_to_float32(reference, prec):
       np.testing.assert_allclose(value, want[key], rtol=rtol, atol=1e-3,
                                  err_msg=f"{prec} step {i} {key}")
     assert not got["nonfinite"].numpy()
+  check_pinned(prec, outs)
   # The hierarchy is float64 and follows the float32 model's closely.
   for mine, theirs in zip(model.hierarchy.state(), ref.hierarchy.state()):
     assert mine.dtype == tf.float64
@@ -85,6 +115,10 @@ def test_mixed_losses_finite_and_close_to_float32(reference, prec):
   moved_ref = [np.abs(a.numpy() - b.numpy()).mean() for a, b in
                zip(ref.trainable_variables, init.trainable_variables)]
   np.testing.assert_allclose(np.sum(moved), np.sum(moved_ref), rtol=0.1)
+
+
+def test_float32_losses_as_pinned(reference):
+  check_pinned("float32", reference[2])
 
 
 def test_eval_step_float32_outputs():
