@@ -191,6 +191,8 @@ class HParams:
 
 # The released TF1 code's 8 categories (its train.py defaults).
 SYNTHETIC_CATEGORIES = ["house", "star", "face", "fish", "flower"]
+# The three human-drawn sets of ../shared/data (the real preset).
+REAL_CATEGORIES = ["aaron_sheep", "omniglot", "kanji.rdp200"]
 RELEASE_CATEGORIES = ["bee", "bus", "car", "cat", "flower", "giraffe", "horse",
                       "pig"]
 
@@ -199,12 +201,18 @@ RELEASE_CATEGORIES = ["bee", "bus", "car", "cat", "flower", "giraffe", "horse",
 # "release" is the released TF1 code's configuration: K = L = 16 (its
 # num_layer_j = num_layer_i = 16), q(k|l) = 1 + 16 I column-normalised,
 # batch 200, its 8 categories (every other default already matches it);
-# "small", "demo" and "tiny" are for a 2-core CPU.
+# "small", "demo", "real" and "tiny" are for a 2-core CPU.
 _SMALL = dict(dec_rnn_size=256, z_size=32, batch_size=64,
               hyper_num_units=64, hyper_embedding_size=16,
               num_output_mixture=10, num_per_category=5000,
               learning_rate=0.003, em_steps=100, warmup_steps=100,
               save_every=1, length_buckets=4)
+# What made the demo learn fast (README, "The demo preset"), shared by the
+# demo and real presets.
+_FAST = dict(_SMALL, num_mixture=16, num_sub=1, q_init="anchor", em_steps=500,
+             use_recurrent_dropout=False, conv_init="he",
+             random_scale_factor=0.0, augment_stroke_prob=0.0,
+             on_miss="keep", eval_sketches=500, patience=100)
 PRESETS = {
     "paper": {},
     "release": dict(categories=list(RELEASE_CATEGORIES), batch_size=200,
@@ -216,11 +224,13 @@ PRESETS = {
     # Adam moves at the pace of the rest (conv_init=he), no stroke
     # augmentation (the image is not augmented alike), validation on 500
     # sketches that never throws steps away.
-    "demo": dict(_SMALL, categories=list(SYNTHETIC_CATEGORIES),
-                 num_mixture=16, num_sub=1, q_init="anchor", em_steps=500,
-                 use_recurrent_dropout=False, conv_init="he",
-                 random_scale_factor=0.0, augment_stroke_prob=0.0,
-                 on_miss="keep", eval_sketches=500, patience=100),
+    "demo": dict(_FAST, categories=list(SYNTHETIC_CATEGORIES)),
+    # the three real sets (../shared/data) for an hour of 2 CPU cores (README,
+    # "The real preset"): the demo's choices, and every sheep of the training
+    # split with as many omniglot and kanji sketches, so the categories weigh
+    # alike in each batch and in the hierarchy's priors.
+    "real": dict(_FAST, categories=list(REAL_CATEGORIES),
+                 num_per_category=7400),
     "tiny": dict(dec_rnn_size=32, z_size=8, batch_size=16,
                  hyper_num_units=16, hyper_embedding_size=4,
                  num_output_mixture=3, num_per_category=64,

@@ -30,7 +30,8 @@ flags.DEFINE_enum("preset", "paper", list(PRESETS),
                   "Hyper-parameter preset applied before --hparams: paper = the "
                   "paper README's defaults; release = the released TF1 code's "
                   "(K = L = 16, batch 200, 8 categories); small / tiny fit a CPU; demo = the demo's "
-                  "(small on the synthetic set, K = L = 16).")
+                  "(small on the synthetic set, K = L = 16); real = the demo's on "
+                  "aaron_sheep, omniglot and kanji.rdp200.")
 flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation, init, noise.")
 flags.DEFINE_integer("num_steps", None, "Overrides hps.num_steps.")
 flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs.")

@@ -53,6 +53,22 @@ def test_presets_and_unknown_preset():
     hp.get_hparams("huge")
 
 
+@pytest.mark.parametrize("name", sorted(hp.PRESETS))
+def test_every_preset_is_valid(name):
+  h = hp.get_hparams(name)
+  assert h.validate() is h and h.categories
+
+
+def test_real_preset_is_the_demos_on_the_real_sets():
+  """README "The real preset": only the data differs from the demo's."""
+  real, demo = hp.get_hparams("real"), hp.get_hparams("demo")
+  differ = {k for k, v in real.to_dict().items() if getattr(demo, k) != v}
+  assert differ == {"categories", "num_per_category"}
+  assert real.categories == ["aaron_sheep", "omniglot", "kanji.rdp200"]
+  assert real.num_per_category == 7400 and real.max_seq_len == -1
+  assert real.num_components == real.num_units == 16
+
+
 def test_config_round_trip_and_old_version(tmp_path, capsys):
   h = hp.get_hparams("small", "categories=[a,b],num_mixture=3")
   path = tmp_path / hp.CONFIG_NAME
