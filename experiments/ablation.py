@@ -1,28 +1,21 @@
 """The real-data experiment and ablations of experiments/real_data.py: data
-copy, the step budget, training, sampling, figures and metrics per variant,
-the results table (experiments/report.py).
+copy, hparams, the variants (experiments/variant.py: budget, training,
+samples, metrics), the results table, the learning curve and the figures
+(experiments/report.py).
 """
-import json
 import os
 import shutil
-import sys
-import time
-
-import numpy as np
 
 from data import seq2png
-from experiments import report
-from hparams import _split_assignments, get_hparams
-from model.inference import evaluation, sampler, synthesis
+from experiments import learning_curve, report
+from experiments.variant import (budget_steps, evaluate_variant,
+                                 level_l_samples, log, train_variant,
+                                 write_json)
+from hparams import PRESETS, _split_assignments, get_hparams
 from model.inference.evaluation import STYLES_SUFFIX
-from model.storage import model_dir as model_folder
-from model.storage.checkpoint import load_trained
-from model.training import loop as training
-from utils import figures as figs
 from utils import ownership
 from utils.errors import UserError
 from utils.io import atomic_path, atomic_write_text, ensure_dir
-from utils.samples_file import load_samples
 
 # Ablation switches (hparams keys from hparams.py), in table order.
 VARIANTS = {
@@ -31,32 +24,12 @@ VARIANTS = {
     "flat": dict(hierarchy="flat", rpcl=True),
     "single": dict(hierarchy="single", rpcl=True),
 }
-FULL_FIGURES = ("result", "level_k", "level_l", "tree")
-
-
-def log(msg):
-  sys.stderr.write(time.strftime("[%H:%M:%S] ") + msg + "\n")
-  sys.stderr.flush()
-
-
-def _read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _write_json(path, obj):
-  atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(x):
-  if isinstance(x, (np.generic,)):
-    return x.item()
-  if hasattr(x, "to_dict"):
-    return x.to_dict()
-  return str(x)
+# Figures of every variant, and those only of the variant shown in detail.
+EVERY_VARIANT_FIGURES = ("grid", "tree")
+SHOWN_FIGURES = ("result", "level_k", "level_l", "level_l_samples")
+# Validations per training run when --validate_every is 0: the learning
+# curve's points.
+CURVE_POINTS = 10
 
 
 # --- 1. data ------------------------------------------------------------------
@@ -103,18 +76,23 @@ def prepare_data(src_dir, categories, dst_dir, png_width=48, verbose=True):
   return dst_dir
 
 
-# --- 2. hparams and budget ------------------------------------------------------
+# --- 2. hparams -----------------------------------------------------------------
 
-def base_hparams(preset, categories, num_per_category=0, overrides=""):
-  """Preset + categories + num_mixture = 2 x categories (+ user overrides)."""
+def base_hparams(preset, categories=None, num_per_category=0, overrides=""):
+  """The preset; ``categories`` (default: the preset's); num_mixture = 2 x
+  the categories unless the preset sets it (K = L = 16 in release, demo and
+  real); ``num_per_category`` when > 0; then the user's overrides."""
   clash = [k for k, _ in _split_assignments(overrides) if k in ("hierarchy", "rpcl")]
   if clash:
     raise UserError(f"--hparams sets {', '.join(clash)}: those are chosen by "
                     f"--variants ({', '.join(VARIANTS)})")
-  fixed = f"categories=[{','.join(categories)}],num_mixture={2 * len(categories)}"
+  hps = get_hparams(preset)
+  fixed = dict(categories=list(categories or hps.categories))
+  if "num_mixture" not in PRESETS[preset]:
+    fixed["num_mixture"] = 2 * len(fixed["categories"])
   if num_per_category:
-    fixed += f",num_per_category={num_per_category}"
-  return get_hparams(preset, fixed).parse(overrides)
+    fixed["num_per_category"] = num_per_category
+  return hps.replace(**fixed).parse(overrides)
 
 
 def check_variants(variants):
@@ -125,137 +103,50 @@ def check_variants(variants):
   return [v for v in VARIANTS if v in variants]
 
 
-def budget_steps(hps, data_dir, work_dir, budget_minutes, seed,
-                 calibration_steps=12, verbose=True):
-  """Steps that fit ``budget_minutes`` at the measured speed (cached)."""
-  path = os.path.join(work_dir, "budget.json")
-  key = dict(budget_minutes=budget_minutes, hparams=hps.to_dict(), seed=seed)
-  cached = _read_json(path)
-  if cached and cached.get("key") == json.loads(json.dumps(key)):
-    return cached["num_steps"], cached["steps_per_sec"]
-  if verbose:
-    log(f"timing {calibration_steps} training steps for the budget")
-  calibration = os.path.join(work_dir, "calibration")
-  summary = training.train(hps, data_dir, calibration, seed=seed,
-                           num_steps=calibration_steps,
-                           save_every_steps=calibration_steps, overwrite=True,
-                           validate_fn=lambda m, name: {"lil": 0.0},
-                           verbose=False)
-  model_folder.check_clearable(calibration)   # only the run train() just wrote
-  model_folder.clear_run(calibration)
-  os.rmdir(calibration)
-  sps = float(summary["steps_per_sec"])
-  steps = max(1, int(budget_minutes * 60.0 * sps))
-  _write_json(path, dict(key=key, num_steps=steps, steps_per_sec=sps,
-                         measured=time.strftime("%Y-%m-%d %H:%M:%S"),
-                         load_average=list(os.getloadavg())))
-  return steps, sps
-
-
-# --- per variant ----------------------------------------------------------------
-
-def train_variant(hps, data_dir, vdir, num_steps, seed, validate_every=0,
-                  verbose=True):
-  """Trains (or reuses) ``<vdir>/model``; returns the stored summary."""
-  path = os.path.join(vdir, "train_summary.json")
-  done = _read_json(path)
-  if done and done.get("num_steps") == num_steps:
-    return done
-  t0 = time.time()
-  s = training.train(hps, data_dir, os.path.join(vdir, "model"), seed=seed,
-                     num_steps=num_steps, log_every=max(1, num_steps // 150),
-                     save_every_steps=validate_every or num_steps,
-                     overwrite=True, verbose=verbose)
-  summary = dict(num_steps=num_steps, steps=s["step"], stop_reason=s["stop_reason"],
-                 valid_lil=s["best_valid_lil"], valid=s["valid"], test=s["test"],
-                 train_minutes=(time.time() - t0) / 60.0,
-                 steps_per_sec=s["steps_per_sec"], history=s["history"],
-                 nonfinite_skips=s["nonfinite_skips"])
-  _write_json(path, summary)
-  return summary
-
-
-def share_classifier(model_dir, cache_dir):
-  """The Rec classifier depends only on the data: train it once per work_dir."""
-  own = os.path.join(model_dir, "classifier")
-  if os.path.isdir(cache_dir) and not os.path.isdir(own):
-    shutil.copytree(cache_dir, own)
-  return own
-
-
-def evaluate_variant(vdir, data_dir, seed, num_samples, classifier_epochs,
-                     classifier_cache, num_per_category, verbose=True):
-  """Conditional samples + the four figures + evaluate.py's metrics."""
-  model_dir = os.path.join(vdir, "model")
-  samples_dir = os.path.join(vdir, "samples")
-  synthesis.synthesize(model_dir, samples_dir, data_dir=data_dir,
-                       num_per_category=num_samples, conditional=True, seed=seed,
-                       overwrite=True)
-  figures = figs.visualize(load_samples(samples_dir),
-                           os.path.join(vdir, "figures"), seed=seed)
-  own = share_classifier(model_dir, classifier_cache)
-  result = evaluation.evaluate(
-      model_dir, data_dir, samples_dir, os.path.join(vdir, "evaluation.json"),
-      classifier_epochs=classifier_epochs,
-      classifier_per_category=num_per_category, seed=seed,
-      show_progress=verbose)
-  if not os.path.isdir(classifier_cache) and os.path.isdir(own):
-    shutil.copytree(own, classifier_cache)
-  if verbose:
-    log("\n" + evaluation.format_table(result))
-  return result, figures
-
-
-def level_l_samples(vdir, data_dir, seed, per_unit):
-  """Samples of every live level-l unit -> one stacked image (path, units)."""
-  model_dir = os.path.join(vdir, "model")
-  _, model = load_trained(model_dir)
-  units = sampler.live_units(model.hierarchy)
-  grids = []
-  for l in units:
-    out = os.path.join(vdir, "level_l", str(l))
-    synthesis.synthesize(model_dir, out, data_dir=data_dir, level_l=l,
-                         num_per_category=per_unit, seed=seed, overwrite=True)
-    grids.append(os.path.join(out, "grid.png"))
-  pi_l = model.hierarchy.pi_l.numpy()
-  titles = [f"level-l unit #{l} (pi_l = {pi_l[l]:.3f})" for l in units]
-  path = os.path.join(vdir, "level_l_samples.png")
-  return report.stack_images(grids, path, titles), units
-
-
-# --- the whole experiment -------------------------------------------------------
-
-def run_experiment(work_dir, data_dir, categories, variants=tuple(VARIANTS),
-                   preset="small", hparams="", seed=0, budget_minutes=10.0,
-                   num_steps=0, num_per_category=2500, num_samples=100,
-                   level_l_samples_per_unit=10, classifier_epochs=5,
-                   validate_every=0, calibration_steps=12, figures_dir=None,
-                   verbose=True):
-  """Runs steps 1-4 of the module docstring; returns {"rows", "meta", ...}."""
-  variants = check_variants(list(variants))
-  if not categories:
-    raise UserError("--categories is required, e.g. aaron_sheep,omniglot")
-  for name, value in (("num_samples", num_samples), ("level_l_samples",
-                      level_l_samples_per_unit), ("classifier_epochs",
-                      classifier_epochs), ("calibration_steps", calibration_steps)):
+def _check_counts(counts, num_steps, budget_minutes, validate_every):
+  for name, value in counts.items():
     if value < 1:
       raise UserError(f"--{name}={value}: expected an integer >= 1")
   if num_steps < 0 or budget_minutes <= 0 or validate_every < 0:
     raise UserError("--num_steps and --validate_every must be >= 0 and "
                     "--budget_minutes > 0")
-  base = base_hparams(preset, list(categories), num_per_category, hparams)
+
+
+# --- 3. the whole experiment -----------------------------------------------------
+
+def run_experiment(work_dir, data_dir, categories=None, variants=("full", "em"),
+                   preset="real", hparams="", seed=0, budget_minutes=60.0,
+                   num_steps=0, num_per_category=0, num_samples=100,
+                   level_l_samples_per_unit=10, classifier_epochs=5,
+                   validate_every=0, calibration_steps=40, figures_dir=None,
+                   grid_per_category=12, verbose=True):
+  """Data, then per variant training, samples, figures and metrics, then
+  the tables and figures of all (experiments/real_data.py's docstring);
+  returns {"rows", "meta", "curves", "learning_curves", "evaluations",
+  "figures"}."""
+  variants = check_variants(list(variants))
+  _check_counts(dict(num_samples=num_samples,
+                     level_l_samples=level_l_samples_per_unit,
+                     classifier_epochs=classifier_epochs,
+                     calibration_steps=calibration_steps,
+                     grid_per_category=grid_per_category),
+                num_steps, budget_minutes, validate_every)
+  base = base_hparams(preset, categories, num_per_category, hparams)
+  categories = base.categories
   ownership.refuse_overlap("--work_dir", work_dir, [("--data_dir", data_dir)])
   ensure_dir(work_dir, "--work_dir")
-  data = prepare_data(data_dir, list(categories), os.path.join(work_dir, "data"),
+  data = prepare_data(data_dir, categories, os.path.join(work_dir, "data"),
                       base.png_width, verbose)
   hps = {v: base.replace(**VARIANTS[v]) for v in variants}
   sps = None
   if not num_steps:
     num_steps, sps = budget_steps(hps[variants[0]], data, work_dir,
                                   budget_minutes, seed, calibration_steps, verbose)
+  validate_every = validate_every or max(1, num_steps // CURVE_POINTS)
   log(f"{num_steps} training steps per variant "
-      + (f"({sps:.2f} steps/s x {budget_minutes} min)" if sps else "(given)"))
-  rows, curves, evals = [], {}, {}
+      + (f"({sps:.2f} steps/s x {budget_minutes} min)" if sps else "(given)")
+      + f", validating every {validate_every}")
+  rows, curves, lcurves, evals = [], {}, {}, {}
   for v in variants:
     vdir = ensure_dir(os.path.join(work_dir, v))
     log(f"variant {v}: {VARIANTS[v]} K={hps[v].num_components} "
@@ -264,17 +155,19 @@ def run_experiment(work_dir, data_dir, categories, variants=tuple(VARIANTS),
                             verbose)
     result, figures = evaluate_variant(
         vdir, data, seed, num_samples, classifier_epochs,
-        os.path.join(work_dir, "classifier"), base.num_per_category, verbose)
-    curves[v] = report.read_live_counts(os.path.join(vdir, "model", "tb"))
+        os.path.join(work_dir, "classifier"), base.num_per_category,
+        grid_per_category, verbose)
+    tb = os.path.join(vdir, "model", "tb")
+    curves[v] = report.read_live_counts(tb)
+    lcurves[v] = report.read_learning_curve(tb, curves[v])
     evals[v] = dict(result, figures=figures)
     rows.append(report.table_row(v, dict(summary, evaluation=result)))
   sizes = {v: (hps[v].num_components, hps[v].num_units) for v in variants}
-  _write_json(os.path.join(work_dir, "live_components.json"), curves)
-  plot = report.plot_live_components(
-      curves, sizes, os.path.join(work_dir, "live_components.png"))
+  plots = write_curves(work_dir, curves, lcurves, sizes)
   shown = "full" if "full" in variants else variants[0]
   unit_image, units = level_l_samples(os.path.join(work_dir, shown), data, seed,
                                       level_l_samples_per_unit)
+  evals[shown]["figures"]["level_l_samples"] = unit_image
   meta = dict(categories=list(categories), data_dir=os.path.abspath(data_dir),
               preset=preset, hparams=hparams, seed=seed, num_steps=num_steps,
               budget_minutes_per_variant=budget_minutes if sps else None,
@@ -282,25 +175,42 @@ def run_experiment(work_dir, data_dir, categories, variants=tuple(VARIANTS),
               num_per_category=base.num_per_category,
               conditional_samples_per_category=num_samples,
               sizes_K_L=sizes, level_l_units_sampled=units, variant_shown=shown,
-              validate_every=validate_every or num_steps, cpus=os.cpu_count())
+              validate_every=validate_every, cpus=os.cpu_count())
   report.write_results(rows, meta, os.path.join(work_dir, "results.md"),
                        os.path.join(work_dir, "results.json"))
-  figs = export_figures(figures_dir or os.path.join(work_dir, "figures"), plot,
-                        evals[shown]["figures"], unit_image, shown)
+  figs = export_figures(figures_dir or os.path.join(work_dir, "figures"), plots,
+                        {v: evals[v]["figures"] for v in variants}, shown)
   log("results:\n" + report.results_markdown(rows))
-  return dict(rows=rows, meta=meta, curves=curves, evaluations=evals,
-              figures=figs)
+  return dict(rows=rows, meta=meta, curves=curves, learning_curves=lcurves,
+              evaluations=evals, figures=figs)
 
 
-def export_figures(out_dir, plot, figures, unit_image, shown):
-  """Small copies for the README: the live-components plot, the four
-  visualisation images and the level-l samples of ``shown``."""
+def write_curves(work_dir, curves, lcurves, sizes):
+  """live_components.{json,png} and learning_curve.{json,md,png} of every
+  variant -> {"live_components", "learning_curve"}: the two plots."""
+  write_json(os.path.join(work_dir, "live_components.json"), curves)
+  write_json(os.path.join(work_dir, "learning_curve.json"), lcurves)
+  table = [dict(r, variant=v) for v, rows in lcurves.items() for r in rows]
+  atomic_write_text(os.path.join(work_dir, "learning_curve.md"),
+                    learning_curve.markdown(table, report.CURVE_COLUMNS))
+  return {"live_components": report.plot_live_components(
+              curves, sizes, os.path.join(work_dir, "live_components.png")),
+          "learning_curve": report.plot_learning_curve(
+              lcurves, os.path.join(work_dir, "learning_curve.png"))}
+
+
+def export_figures(out_dir, plots, figures, shown):
+  """Small copies for the docs, named ``<variant>_<figure>``: the plots,
+  every variant's conditional grid and tree, and the t-SNE figures and
+  level-l samples of ``shown`` -> {name: path}."""
   ensure_dir(out_dir, "--figures_dir")
-  out = {"live_components": os.path.join(out_dir, "live_components.png")}
-  _copy(plot, out["live_components"])
-  for name in FULL_FIGURES:
-    out[name] = report.save_small_jpg(
-        figures[name], os.path.join(out_dir, f"{shown}_{name}.jpg"))
-  out["level_l_samples"] = report.save_small_jpg(
-      unit_image, os.path.join(out_dir, f"{shown}_level_l_samples.jpg"))
+  out = {}
+  for name, path in plots.items():
+    out[name] = os.path.join(out_dir, os.path.basename(path))
+    _copy(path, out[name])
+  for v, paths in figures.items():
+    names = EVERY_VARIANT_FIGURES + (SHOWN_FIGURES if v == shown else ())
+    for name in names:
+      out[f"{v}_{name}"] = report.save_small_jpg(
+          paths[name], os.path.join(out_dir, f"{v}_{name}.jpg"))
   return out

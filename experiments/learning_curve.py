@@ -59,11 +59,11 @@ def curve_row(step, minutes, summary, result, ended):
               ended=ended)
 
 
-def markdown(rows):
-  """The curve as a markdown table."""
+def markdown(rows, columns=COLUMNS):
+  """The curve as a markdown table of ``columns``."""
   fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  lines += ["| " + " | ".join(fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
   return "\n".join(lines) + "\n"
 
 

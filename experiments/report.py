@@ -1,11 +1,15 @@
 """Tables, plots and small figure files for experiments/real_data.py.
 
-- :func:`read_live_counts`: live level-k / level-l counts over training from
-  train.py's TensorBoard event files (``train/num_live_k`` and
-  ``train/pi_l/<i>``);
-- :func:`plot_live_components`: one panel per level, one line per variant;
+- :func:`read_scalars`, :func:`read_timed_scalars`: train.py's TensorBoard
+  scalars, the latter with the training minutes at which each was written;
+- :func:`read_live_counts`: live level-k / level-l counts over training
+  (``train/num_live_k`` and ``train/pi_l/<i>``);
+- :func:`read_learning_curve`: valid lil and the code's worth at every
+  validation, over training minutes;
+- :func:`plot_live_components`, :func:`plot_learning_curve`: one line per
+  variant;
 - :func:`results_markdown`: the results table;
-- :func:`stack_images`, :func:`save_small_jpg`: figures for the README.
+- :func:`save_small_jpg`: figures for the README.
 """
 import glob
 import json
@@ -13,9 +17,8 @@ import os
 
 import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from utils.drawing import font
 from utils.io import atomic_path, atomic_write_text
 from utils.metrics import live_mask
 
@@ -25,28 +28,63 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 MAX_BYTES = 200 * 1024     # README figures stay below this
 
 
+def _walk_events(tb_dir, keep):
+  """(training minutes, step, tag, value) of every scalar summary under
+  ``tb_dir`` whose tag ``keep`` accepts, in the order it was written.
+
+  Each call of train() (a resumed part too) writes its own events file.  A
+  file's minutes count from its first event (the writer's start, before
+  the train step is traced), plus the minutes at which the earlier files
+  had reached the step this one resumed from (its first summary's step:
+  train() writes its config there), so neither the gaps between parts nor
+  the steps an interrupted part made after its last checkpoint count.
+  """
+  # Lazy: demo.py imports this module but runs TensorFlow only in subprocesses.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  reached = {}   # step -> minutes, over the files read so far
+  files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
+                           recursive=True), key=os.path.getmtime)
+  for path in files:
+    start = offset = None
+    for record in tf.data.TFRecordDataset(path):   # what summary_iterator's
+      event = tf.compat.v1.Event.FromString(record.numpy())   # warning advises
+      step = int(event.step)
+      start = event.wall_time if start is None else start
+      if not event.summary.value:
+        continue
+      if offset is None:
+        before = [s for s in reached if s <= step]
+        offset = reached[max(before)] if before else 0.0
+      minutes = offset + (event.wall_time - start) / 60.0
+      reached[step] = minutes
+      for value in event.summary.value:
+        if not keep(value.tag):
+          continue
+        if value.HasField("tensor"):
+          x = float(np.asarray(tf.make_ndarray(value.tensor)).reshape(-1)[0])
+        else:
+          x = float(value.simple_value)
+        yield minutes, step, value.tag, x
+
+
 def read_scalars(tb_dir, prefix="train/"):
   """{tag: {step: value}} of the scalar summaries under ``tb_dir``.
 
   A step that appears twice (training restored to a checkpoint and ran
   again) keeps the value written last.
   """
-  # Lazy: demo.py imports this module but runs TensorFlow only in subprocesses.
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   out = {}
-  files = sorted(glob.glob(os.path.join(tb_dir, "**", "events.out.tfevents.*"),
-                           recursive=True), key=os.path.getmtime)
-  for path in files:
-    for record in tf.data.TFRecordDataset(path):   # what summary_iterator's
-      event = tf.compat.v1.Event.FromString(record.numpy())   # warning advises
-      for value in event.summary.value:
-        if not value.tag.startswith(prefix):
-          continue
-        if value.HasField("tensor"):
-          x = float(np.asarray(tf.make_ndarray(value.tensor)).reshape(-1)[0])
-        else:
-          x = float(value.simple_value)
-        out.setdefault(value.tag, {})[int(event.step)] = x
+  for _, step, tag, x in _walk_events(tb_dir, lambda t: t.startswith(prefix)):
+    out.setdefault(tag, {})[step] = x
+  return out
+
+
+def read_timed_scalars(tb_dir, tags):
+  """{tag: {step: (value, training minutes)}} of ``tags`` (as read_scalars:
+  the value written last; minutes as :func:`_walk_events` counts them)."""
+  out = {}
+  for minutes, step, tag, x in _walk_events(tb_dir, lambda t: t in tags):
+    out.setdefault(tag, {})[step] = (x, minutes)
   return out
 
 
@@ -92,6 +130,54 @@ def plot_live_components(curves, sizes, path):
   return path
 
 
+# The learning curve's scalars (model/training/loop.py writes them at every
+# validation) and its table's columns.
+CURVE_TAGS = {"valid_lil": "valid/lil", "worth": "valid/code_worth_per_sketch"}
+CURVE_COLUMNS = ("variant", "step", "minutes", "valid_lil", "worth", "live_k",
+                 "live_l")
+
+
+def read_learning_curve(tb_dir, live=None):
+  """Rows {step, minutes, valid_lil, worth, live_k, live_l}, one per
+  validation: the validation lil, the code's worth in nats per sketch (on
+  the same validation sketches each time) and the live counts last logged
+  at or before the step (``live``: read_live_counts(tb_dir))."""
+  series = read_timed_scalars(tb_dir, set(CURVE_TAGS.values()))
+  live = read_live_counts(tb_dir) if live is None else live
+  lil = series.get(CURVE_TAGS["valid_lil"], {})
+  rows = []
+  for step in sorted(lil):
+    value, minutes = lil[step]
+    row = dict(step=step, minutes=round(minutes, 2), valid_lil=value,
+               worth=series.get(CURVE_TAGS["worth"], {}).get(step, (None,))[0])
+    logged = [i for i, s in enumerate(live["step"]) if s <= step]
+    for key in ("live_k", "live_l"):
+      row[key] = live[key][logged[-1]] if logged else None
+    rows.append(row)
+  return rows
+
+
+def plot_learning_curve(curves, path):
+  """curves: {variant: read_learning_curve(...)}: the validation lil and the
+  code's worth over training minutes, one line per variant."""
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
+  for ax, key, title in ((axes[0], "valid_lil", "validation lil"),
+                         (axes[1], "worth", "code's worth (nats/sketch)")):
+    for name, rows in curves.items():
+      points = [(r["minutes"], r[key]) for r in rows if r[key] is not None]
+      if points:
+        ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel("training minutes")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
+  plt.close(fig)
+  return path
+
+
 def _f(x, digits=3):
   return "-" if x is None else f"{x:.{digits}f}"
 
@@ -102,7 +188,9 @@ def table_row(name, r):
   cat = ev.get("clustering", {}).get("category", {})
   row = {"variant": name, "steps": r.get("steps"),
          "train_minutes": r.get("train_minutes"),
-         "valid_lil": r.get("valid_lil"), "rec": ev.get("rec")}
+         "valid_lil": r.get("valid_lil"), "rec": ev.get("rec"),
+         "code_worth": (ev.get("code_worth") or {}).get("nats_per_sketch"),
+         "rec_per_category": ev.get("rec_per_category")}
   for k, v in ev.get("ret", {}).items():
     row[f"ret_{k}"] = v
   style = ev.get("clustering", {}).get("style", {})
@@ -119,7 +207,8 @@ def table_row(name, r):
 def results_markdown(rows):
   """The markdown results table of :func:`table_row` dicts."""
   head = ("| variant | steps | train min | valid lil | Rec | Ret@1 | Ret@10 | "
-          "Ret@50 | level-l NMI / ARI / purity | level-k NMI / ARI / purity | "
+          "Ret@50 | code's worth (nats/sketch) | level-l NMI / ARI / purity | "
+          "level-k NMI / ARI / purity | "
           "level-k vs style NMI / ARI / purity | live k | live l |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
@@ -131,7 +220,8 @@ def results_markdown(rows):
         f"| {r['variant']} | {r.get('steps', '-')} | "
         f"{_f(r.get('train_minutes'), 1)} | {_f(r.get('valid_lil'), 2)} | "
         f"{_f(r.get('rec'))} | {_f(r.get('ret_top1'))} | {_f(r.get('ret_top10'))}"
-        f" | {_f(r.get('ret_top50'))} | {lvl('level_l')} | {lvl('level_k')} | "
+        f" | {_f(r.get('ret_top50'))} | {_f(r.get('code_worth'), 1)} | "
+        f"{lvl('level_l')} | {lvl('level_k')} | "
         f"{lvl('style_level_k')} | {live('k')} | {live('l')} |")
   return "\n".join(lines) + "\n"
 
@@ -142,25 +232,6 @@ def write_results(rows, meta, md_path, json_path):
   text = "\n".join(f"- {k}: {v}" for k, v in meta.items())
   atomic_write_text(md_path, results_markdown(rows) + "\n" + text + "\n")
   return md_path, json_path
-
-
-def stack_images(paths, out_path, titles=None, gap=6):
-  """Stacks images vertically (white gaps, optional titles) into one PNG."""
-  images = [Image.open(p).convert("RGB") for p in paths]
-  titles = titles or [""] * len(images)
-  title_h = 20 if any(titles) else 0
-  width = max(im.width for im in images)
-  height = sum(im.height + title_h + gap for im in images)
-  canvas = Image.new("RGB", (width, max(1, height)), "white")
-  draw, y = ImageDraw.Draw(canvas), 0
-  for im, title in zip(images, titles):
-    if title_h:
-      draw.text((6, y + 2), title, fill="black", font=font(14, bold=True))
-    canvas.paste(im, (0, y + title_h))
-    y += im.height + title_h + gap
-  with atomic_path(out_path) as tmp:
-    canvas.save(tmp, format="PNG")
-  return out_path
 
 
 def save_small_jpg(src, dst, max_side=900, max_bytes=MAX_BYTES):
