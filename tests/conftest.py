@@ -57,15 +57,33 @@ def pytest_collection_finish(session):
   session.early_modules = [wanted[k] for k in sorted(wanted)]
 
 
+class _EarlyJobs(dict):
+  """{module name: handle} of ``module.start_early(tiny_data, tmp_path_factory)``;
+  a module's job starts when it is first looked up, if not started before."""
+
+  def __init__(self, request, tmp_path_factory):
+    super().__init__()
+    self.request, self.tmp_path_factory = request, tmp_path_factory
+
+  def __missing__(self, name):
+    module = sys.modules[name]
+    data_dir = self.request.getfixturevalue("tiny_data")
+    self[name] = module.start_early(data_dir, self.tmp_path_factory)
+    return self[name]
+
+
 @pytest.fixture(scope="session")
 def early_jobs(request, tmp_path_factory):
-  """{module name: handle} of ``module.start_early(tiny_data, tmp_path_factory)``
-  for every module one of whose selected tests needs it: slow subprocess work
-  (kill -9 trials, a reproducibility rerun) starts with the session and
-  overlaps the other tests on the second core.  Handles have ``stop()``."""
-  modules = getattr(request.session, "early_modules", [])
-  data_dir = request.getfixturevalue("tiny_data") if modules else None
-  jobs = {m.__name__: m.start_early(data_dir, tmp_path_factory) for m in modules}
+  """{module name: handle} of the modules' slow subprocess work (kill -9
+  trials, a reproducibility rerun).  In a plain run every job whose module
+  has a selected test starts with the session and overlaps the other tests
+  on the second core; under pytest-xdist (both cores already busy, and a
+  worker cannot know which files it will get) a job starts when its test
+  asks for it.  Handles have ``stop()``."""
+  jobs = _EarlyJobs(request, tmp_path_factory)
+  if not os.environ.get("PYTEST_XDIST_WORKER"):
+    for module in getattr(request.session, "early_modules", []):
+      jobs[module.__name__]   # starts it
   yield jobs
   for job in jobs.values():
     job.stop()
@@ -73,8 +91,9 @@ def early_jobs(request, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_early_jobs(request):
-  """Starts the selected early jobs at the beginning of the session."""
-  if getattr(request.session, "early_modules", []):
+  """Starts the selected early jobs at the beginning of a plain session."""
+  if (getattr(request.session, "early_modules", [])
+      and not os.environ.get("PYTEST_XDIST_WORKER")):
     request.getfixturevalue("early_jobs")
 
 

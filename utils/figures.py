@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from utils import drawing, ownership, projector, tree_figure
 from utils.errors import UserError
@@ -28,14 +29,20 @@ def check_tsne_size(n, path="samples"):
                     f"{MIN_TSNE_SAMPLES}; sample more with sample.py --num_per_category")
 
 
+SMALL_TSNE = 1000   # codes below which t-SNE runs on one thread
+
+
 def tsne_2d(z, seed=0):
   """2-D t-SNE of the codes (sklearn), perplexity adapted to small N."""
   n = len(z)
   check_tsne_size(n)
   perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-  xy = TSNE(n_components=2, perplexity=perplexity, init="pca",
-            learning_rate="auto", random_state=seed).fit_transform(
-                np.asarray(z, np.float64))
+  # Few points: one OpenMP thread.  Threads gain nothing there, and on a
+  # loaded machine their spin-waits took 4.5-20 s for 9 points (0.06 s on one).
+  with threadpool_limits(1 if n < SMALL_TSNE else None, user_api="openmp"):
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca",
+              learning_rate="auto", random_state=seed).fit_transform(
+                  np.asarray(z, np.float64))
   if not np.all(np.isfinite(xy)):
     raise UserError("t-SNE of the codes gave non-finite positions: are all codes "
                     "identical?")
