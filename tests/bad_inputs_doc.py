@@ -192,7 +192,7 @@ def main():
       self.found = dict(bad_inputs_doc.collected(session.config))
 
   plugin = Collect()
-  code = pytest.main(["-q", "-p", "no:cacheprovider",
+  code = pytest.main(["-q", "-p", "no:cacheprovider", "-n", "0",   # this process
                       os.path.join(ROOT, "tests", "test_bad_inputs.py"),
                       "-k", "not test_docs_table_is_current"], plugins=[plugin])
   # Lazy: a cycle (as in render), and after pytest has collected the cases.

@@ -80,15 +80,45 @@ def reference():
   return init, batches, outs, ref
 
 
+class Fresh:
+  """One mixed-precision model and its compiled step, shared by the tests of
+  this file (a trace costs 10-30 s on 2 cores), put back to the state it had
+  when built before each use: weights (those of the reference's init),
+  hierarchy, step, optimiser slots and loss scale."""
+
+  def __init__(self, prec, init):
+    self.model = build(prec, like=init)
+    self.step = self.model.compiled_train_step()
+    model = self.model
+    found = (list(model.variables) + list(model.optimizer.variables)
+             + [model.global_step] + list(model.hierarchy.state())
+             + (list(model.loss_scale.variables) if model.loss_scale else []))
+    self.variables = list({id(v): v for v in found
+                           if isinstance(v, (tf.Variable, keras.Variable))}
+                          .values())
+    self.values = [v.numpy() for v in self.variables]
+
+  def __call__(self):
+    for v, value in zip(self.variables, self.values):
+      v.assign(value)
+    return self.model, self.step
+
+
+@pytest.fixture(scope="module")
+def fresh(reference):
+  """{precision: Fresh} for the mixed precisions."""
+  init = reference[0]
+  return {prec: Fresh(prec, init) for prec in ("mixed_bfloat16", "mixed_float16")}
+
+
 @pytest.mark.parametrize("prec", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_losses_finite_and_close_to_float32(reference, prec):
+def test_mixed_losses_finite_and_close_to_float32(reference, fresh, prec):
   init, batches, ref_outs, ref = reference
-  model = build(prec, like=init)
+  model, step = fresh[prec]()
   compute = prec.split("_")[1]
   assert model.stroke_decoder.cell.compute_dtype == compute
   assert model.encoder.compute_dtype == compute
   assert all(v.dtype == "float32" for v in model.trainable_variables)
-  step = model.compiled_train_step()
   outs = []
   for i, (batch, want) in enumerate(zip(batches, ref_outs)):
     got = step(batch)
@@ -121,8 +151,8 @@ def test_float32_losses_as_pinned(reference):
   check_pinned("float32", reference[2])
 
 
-def test_eval_step_float32_outputs():
-  model = build("mixed_bfloat16")
+def test_eval_step_float32_outputs(fresh):
+  model, _ = fresh["mixed_bfloat16"]()
   out = model.compiled_eval_step()(make_batches(model.hps, 1)[0])
   for key, value in out.items():
     assert value.dtype == tf.float32, key
@@ -163,14 +193,14 @@ def _state(model):
           + [model.global_step.numpy()])
 
 
-def test_float16_overflow_skips_update_without_flagging(monkeypatch):
+def test_float16_overflow_skips_update_without_flagging(fresh):
   """A gradient overflow under loss scaling halves the scale and skips the
   update; it is not reported as a non-finite (diverged) step."""
-  model = build("mixed_float16")
+  model, step = fresh["mixed_float16"]()
   model.loss_scale.dynamic_scale.assign(3e38)   # scaled loss overflows to inf
   before = [v.numpy() for v in model.trainable_variables]
   slots = [v.numpy() for v in model.optimizer.variables]
-  out = model.compiled_train_step()(make_batches(model.hps, 1)[0])
+  out = step(make_batches(model.hps, 1)[0])
   assert not out["nonfinite"].numpy()
   assert int(model.global_step.numpy()) == 0
   assert float(model.loss_scale.dynamic_scale.numpy()) == pytest.approx(1.5e38)
@@ -179,13 +209,12 @@ def test_float16_overflow_skips_update_without_flagging(monkeypatch):
     np.testing.assert_array_equal(a, b.numpy())
 
 
-def test_float16_diverged_step_changes_nothing_then_finite_step_applies():
+def test_float16_diverged_step_changes_nothing_then_finite_step_applies(fresh):
   """A NaN batch (non-finite loss and hierarchy) is flagged and leaves the
   weights, the optimiser slots, the loss scale, the hierarchy and the step;
   the next, finite step goes through LossScaleOptimizer (Adam steps once,
   the scale doubles when its growth counter is due)."""
-  model = build("mixed_float16")
-  step = model.compiled_train_step()
+  model, step = fresh["mixed_float16"]()
   strokes, lens, images, labels = make_batches(model.hps, 1)[0]
   bad = tf.tensor_scatter_nd_update(images, [[0, 0, 0, 0]], [np.nan])
   before = _state(model)
