@@ -116,6 +116,16 @@ def start_early(data_dir, tmp_path_factory):
   return Background(lambda stop: (kill_trials(data_dir, root, stop), root, data_dir))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _kill9_in_the_background(request):
+  """Under pytest-xdist the kill -9 trials start with this file (in a plain
+  run, with the session), so they overlap its other tests."""
+  if "test_kill9_at_random_moments_resume_every_time" in {
+      item.name for item in request.session.items
+      if item.module.__name__ == __name__}:
+    request.getfixturevalue("early_jobs")[__name__]
+
+
 # --- NaN / inf in a batch and in the loss ------------------------------------------
 
 def nonfinite_variables(model):
