@@ -122,6 +122,12 @@ def plot_live_components(curves, sizes, path):
     ax.set_title(title)
     ax.set_xlabel("training step")
     ax.grid(alpha=0.3)
+  return _save(fig, axes, path)
+
+
+def _save(fig, axes, path):
+  """The two-panel figure with its legend written to ``path`` (atomically,
+  in the format of its extension); returns the path."""
   axes[0].legend(fontsize=8)
   fig.tight_layout()
   with atomic_path(path) as tmp:
@@ -170,12 +176,7 @@ def plot_learning_curve(curves, path):
     ax.set_title(title)
     ax.set_xlabel("training minutes")
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  with atomic_path(path) as tmp:
-    fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png")
-  plt.close(fig)
-  return path
+  return _save(fig, axes, path)
 
 
 def _f(x, digits=3):
