@@ -11,8 +11,15 @@ train / valid / test, object arrays of int16 (n,3) stroke-3 sketches),
 
 Each category has 2-3 clearly different styles (e.g. fish facing left/right)
 so a two-level hierarchy has categories (level l) and styles (level k) to
-discover.  Every sketch gets random proportions, jitter, rotation, stroke order and
-direction, then goes through QuickDraw's own simplification
+discover.  Every sketch gets random proportions, jitter and rotation.  Its
+strokes come in a person's order (``stroke_order="human"``, the default): the
+outline first and the details after it (a face's circle, then its eyes and
+mouth), closed loops starting at their top, mostly drawn one way, with a
+fifth of the sketches drawing their details in a random order; QuickDraw's
+drawings are this regular, and a decoder learns that regularity.
+``stroke_order="random"`` permutes every sketch's strokes and starts its loops
+anywhere (a harder task, kept for comparison).  Then every sketch goes through
+QuickDraw's own simplification
 (data/simplify.py: aligned to the top-left, longer side scaled to 255,
 resampled at 1 unit, Ramer-Douglas-Peucker at epsilon 2), so the files hold
 what QuickDraw would have written: ~15-80 points per sketch (mean ~38), as
@@ -37,6 +44,9 @@ from utils.io import atomic_open, atomic_savez, ensure_dir
 
 SPLITS = ("train", "valid", "test")
 MAX_POINTS = 120        # most points of a raw drawing (before simplification)
+STROKE_ORDERS = ("human", "random")
+DETAIL_SHUFFLE = 0.2    # human order: share of sketches with shuffled details
+HUMAN_REVERSE = 0.1     # human order: chance that a stroke runs backwards
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -47,6 +57,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_test", 500, "test sketches per category")
   flags.DEFINE_list("categories", None, "subset of the categories (default all)")
   flags.DEFINE_integer("png_width", 48, "image side in pixels")
+  flags.DEFINE_enum("stroke_order", "human", STROKE_ORDERS,
+                    "human: outline first, loops from the top; random: any")
 
 
 # --- primitives: polylines in a y-down canonical frame of about [-1, 1]^2 ---
@@ -189,7 +201,26 @@ CATEGORIES = {
 }
 
 
-def draw_sketch(category, style, rng):
+def _start_at_top(stroke):
+  """A closed stroke re-started at its topmost point (y down), as people
+  start circles; an open stroke unchanged."""
+  if len(stroke) < 4 or np.hypot(*(stroke[0] - stroke[-1])) > 1e-6:
+    return stroke
+  ring = np.roll(stroke[:-1], -int(np.argmin(stroke[:-1, 1])), axis=0)
+  return np.concatenate([ring, ring[:1]])
+
+
+def _stroke_plan(n, stroke_order, rng):
+  """(stroke index, keep its direction) in drawing order."""
+  if stroke_order == "random":
+    return [(k, None) for k in rng.permutation(n)]
+  order = np.arange(n)
+  if rng.uniform() < DETAIL_SHUFFLE:
+    order[1:] = rng.permutation(order[1:])
+  return [(k, rng.uniform() >= HUMAN_REVERSE) for k in order]
+
+
+def draw_sketch(category, style, rng, stroke_order="human"):
   """One random sketch of ``category`` / ``style`` as int16 stroke-3, after
   QuickDraw's simplification (its longer side is 255 units)."""
   fn = CATEGORIES[category][0]
@@ -204,10 +235,13 @@ def draw_sketch(category, style, rng):
   c, s = np.cos(angle), np.sin(angle)
   mat = np.array([[c, s], [-s, c]]) * (size * rng.uniform(0.85, 1.15, size=2))
   out = []
-  for k in rng.permutation(len(strokes)):
-    st = strokes[k] + rng.normal(0, 0.02, size=2)                 # placement
+  for k, forward in _stroke_plan(len(strokes), stroke_order, rng):
+    st = strokes[k] if forward is None else _start_at_top(strokes[k])
+    st = st + rng.normal(0, 0.02, size=2)                         # placement
     st = st + rng.normal(0, 0.008, size=st.shape)                 # hand jitter
-    out.append((st if rng.uniform() < 0.7 else st[::-1]) @ mat)   # direction
+    if forward is None:
+      forward = rng.uniform() < 0.7
+    out.append((st if forward else st[::-1]) @ mat)               # direction
   return drawing_to_stroke3(out, raw=True)
 
 
@@ -216,20 +250,22 @@ def _rng(seed, category, split):
       [seed, zlib.crc32(category.encode()), SPLITS.index(split)])
 
 
-def make_split(category, split, num, seed):
+def make_split(category, split, num, seed, stroke_order="human"):
   """(list of int16 stroke-3 sketches, int32 style labels) for one split."""
   rng = _rng(seed, category, split)
   styles = rng.integers(len(CATEGORIES[category][1]), size=num).astype(np.int32)
-  return [draw_sketch(category, int(st), rng) for st in styles], styles
+  return [draw_sketch(category, int(st), rng, stroke_order)
+          for st in styles], styles
 
 
-def generate_sketches(num, seed=0, categories=None, split="train"):
+def generate_sketches(num, seed=0, categories=None, split="train",
+                      stroke_order="human"):
   """``num`` sketches cycling through the categories -> (seqs, cats, styles)."""
   cats = list(categories or CATEGORIES)
   per = [num // len(cats) + (i < num % len(cats)) for i in range(len(cats))]
   seqs, labels, styles = [], [], []
   for i, (cat, n) in enumerate(zip(cats, per)):
-    s, st = make_split(cat, split, n, seed)
+    s, st = make_split(cat, split, n, seed, stroke_order)
     seqs += s
     labels += [i] * n
     styles.append(st)
@@ -251,10 +287,13 @@ def check_categories(categories):
 
 
 def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
-             png_width=48, workers=2, contact_sheet=True):
+             png_width=48, workers=2, contact_sheet=True, stroke_order="human"):
   """Writes the dataset for ``categories`` to ``out_dir``; returns the paths."""
   categories = list(categories or CATEGORIES)
   check_categories(categories)
+  if stroke_order not in STROKE_ORDERS:
+    raise UserError(f"stroke_order must be one of {', '.join(STROKE_ORDERS)}, "
+                    f"got {stroke_order!r}")
   if len(sizes) != 3 or min(sizes) < 1:
     raise UserError(f"split sizes must be 3 integers >= 1, got {sizes}")
   names = [f"{cat}{n}.npz" for cat in categories for n in ("", "_png", "_styles")]
@@ -263,7 +302,8 @@ def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
   ensure_dir(out_dir)
   paths = []
   for cat in categories:
-    data = {sp: make_split(cat, sp, n, seed) for sp, n in zip(SPLITS, sizes)}
+    data = {sp: make_split(cat, sp, n, seed, stroke_order)
+            for sp, n in zip(SPLITS, sizes)}
     strokes = {sp: _object_array(data[sp][0]) for sp in SPLITS}
     images = {sp: raster.render_many(data[sp][0], png_width, workers)
               for sp in SPLITS}
@@ -273,11 +313,12 @@ def generate(out_dir, seed=0, sizes=(5000, 500, 500), categories=None,
       atomic_savez(paths[-1], role="data", **arrays)
   if contact_sheet:
     paths.append(write_contact_sheet(f"{out_dir}/contact_sheet.png", seed,
-                                     categories))
+                                     categories, stroke_order=stroke_order))
   return paths
 
 
-def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72):
+def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72,
+                        stroke_order="human"):
   """A labelled grid: one row per (category, style), ``per_row`` sketches."""
   rows = [(c, s) for c in (categories or CATEGORIES)
           for s in range(len(CATEGORIES[c][1]))]
@@ -286,7 +327,7 @@ def write_contact_sheet(path, seed=0, categories=None, per_row=10, cell=72):
   draw = ImageDraw.Draw(sheet)
   for r, (cat, style) in enumerate(rows):
     rng = np.random.default_rng([seed, zlib.crc32(cat.encode()), 99, style])
-    seqs = [draw_sketch(cat, style, rng) for _ in range(per_row)]
+    seqs = [draw_sketch(cat, style, rng, stroke_order) for _ in range(per_row)]
     imgs = raster.render_many(seqs, cell - 4, workers=1)
     for i, img in enumerate(imgs):
       sheet.paste(Image.fromarray(img), (label_w + i * cell + 2, r * cell + 2))
@@ -307,7 +348,7 @@ def main(argv):
                     f"{sizes}")
   require_min(FLAGS, 8, "png_width")
   paths = generate(FLAGS.out_dir, FLAGS.seed, sizes, FLAGS.categories,
-                   FLAGS.png_width)
+                   FLAGS.png_width, stroke_order=FLAGS.stroke_order)
   print(f"wrote {len(paths)} files to {FLAGS.out_dir}")
 
 
