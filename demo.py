@@ -20,7 +20,7 @@ import time
 from absl import app, flags
 
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
-from utils.errors import UserError, check_argv, cli_main
+from utils.errors import UserError, check_argv, cli_main, parse_flags
 from utils.metrics import live_mask
 from utils.samples_file import load_samples
 from hparams import CONFIG_NAME, SYNTHETIC_CATEGORIES as CATEGORIES
@@ -176,4 +176,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

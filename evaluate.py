@@ -10,7 +10,8 @@ Writes a JSON file and prints a table.  ``--samples_dir=''`` skips Rec/Ret.
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from utils.errors import UserError, check_argv, cli_main, require_flags
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json "
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -20,7 +20,8 @@ from absl import app, flags
 
 from model.inference import explorer, explorer_ui
 from model.inference.backends import open_model
-from utils.errors import UserError, check_argv, cli_main, require_flags
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A model folder (train.py's --log_root) "
@@ -54,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -16,7 +16,7 @@ samples.npz, grid.png) is built in a temporary folder and renamed into place.
 from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
-from utils.errors import check_argv, cli_main, require_flags
+from utils.errors import check_argv, cli_main, parse_flags, require_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Trained model folder (model_config.json + "
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -52,7 +52,8 @@ FLAGS = flags.FLAGS
 from model.training.loop import log, train  # noqa: E402
 from model.training.run_config import (  # noqa: E402
     NO_DATA_HINT, RESUMABLE_KEYS, config_conflicts)
-from utils.errors import UserError, check_argv, cli_main  # noqa: E402
+from utils.errors import (  # noqa: E402
+    UserError, check_argv, cli_main, parse_flags)
 from model.training.threads import configure_threads  # noqa: E402
 
 
@@ -95,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -21,7 +21,7 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from utils import figures
-from utils.errors import check_argv, cli_main
+from utils.errors import check_argv, cli_main, parse_flags
 from utils.samples_file import load_samples
 
 FLAGS = flags.FLAGS
@@ -59,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

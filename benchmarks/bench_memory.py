@@ -37,7 +37,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils.errors import UserError, cli_main, parse_flags  # noqa: E402
 
 LIMIT_MB = 4096
 EVAL_SPLIT = 2500
@@ -166,4 +166,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

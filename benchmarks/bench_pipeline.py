@@ -34,7 +34,8 @@ from data import seq2png, synthetic  # pylint: disable=wrong-import-position
 from data.dataset import load_dataset  # pylint: disable=wrong-import-position
 from data.pipeline import BatchMaker, make_dataset  # pylint: disable=wrong-import-position
 from hparams import get_hparams  # pylint: disable=wrong-import-position
-from utils.errors import UserError, cli_main  # pylint: disable=wrong-import-position
+from utils.errors import (  # pylint: disable=wrong-import-position
+    UserError, cli_main, parse_flags)
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -130,4 +131,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -39,7 +39,8 @@ import svgwrite  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
 
 from data import raster, synthetic  # pylint: disable=wrong-import-position
-from utils.errors import UserError, cli_main  # pylint: disable=wrong-import-position
+from utils.errors import (  # pylint: disable=wrong-import-position
+    UserError, cli_main, parse_flags)
 
 SHEEP = os.path.join(os.path.dirname(ROOT), "shared", "data", "aaron_sheep.npz")
 
@@ -157,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

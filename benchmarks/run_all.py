@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 from utils import quiet  # noqa: E402,F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags  # noqa: E402
 
-from utils.errors import UserError, cli_main  # noqa: E402
+from utils.errors import UserError, cli_main, parse_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":
@@ -245,4 +245,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -58,8 +58,8 @@ from data import seq2png
 from data.simplify import drawing_to_stroke3
 from data.strokes import SPLITS
 from utils import ownership
-from utils.errors import (UserError, check_argv, cli_main, require_flags,
-                          require_min)
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags, require_min)
 from utils.io import atomic_savez, ensure_dir
 from utils.progress import Progress
 
@@ -336,4 +336,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

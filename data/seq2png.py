@@ -17,8 +17,8 @@ from absl import flags
 
 from data import raster
 from data.strokes import SPLITS, load_strokes_npz
-from utils.errors import (UserError, check_argv, cli_main, require_flags,
-                          require_min)
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags, require_min)
 from utils import ownership
 from utils.io import atomic_savez, ensure_dir
 from utils.progress import Progress
@@ -114,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

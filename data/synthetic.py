@@ -38,7 +38,8 @@ from PIL import Image, ImageDraw
 
 from data import raster
 from data.simplify import drawing_to_stroke3
-from utils.errors import UserError, check_argv, cli_main, require_min
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_min)
 from utils import ownership
 from utils.io import atomic_open, atomic_savez, ensure_dir
 
@@ -353,4 +354,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

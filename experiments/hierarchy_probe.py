@@ -39,7 +39,7 @@ from data.synthetic import CATEGORIES
 from hparams import get_hparams
 from model.hierarchy import Hierarchy
 from utils import metrics
-from utils.errors import UserError, check_argv, cli_main
+from utils.errors import UserError, check_argv, cli_main, parse_flags
 from utils.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -382,4 +382,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -22,7 +22,8 @@ from utils import quiet  # noqa: F401  (first: quiets TensorFlow's start-up)
 from absl import app, flags
 
 from hparams import get_hparams
-from utils.errors import UserError, check_argv, cli_main, require_flags
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags)
 from utils.io import atomic_write_text, ensure_dir
 
 FLAGS = flags.FLAGS
@@ -122,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

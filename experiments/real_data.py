@@ -41,7 +41,7 @@ from absl import app, flags
 
 from experiments.ablation import VARIANTS, run_experiment
 from hparams import PRESETS
-from utils.errors import check_argv, cli_main
+from utils.errors import check_argv, cli_main, parse_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "runs/real", "Output folder (data copy, "
@@ -93,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

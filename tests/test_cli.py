@@ -83,6 +83,40 @@ def test_readme_table_lists_every_command():
 
 
 @pytest.mark.parametrize("rel", sorted(ENTRY_POINTS))
+def test_entry_point_parses_flags_with_one_line_errors(rel):
+  """Every ``app.run`` passes utils.errors.parse_flags, so a flag absl
+  rejects is one line and exit 2 like every other bad input."""
+  with open(os.path.join(ROOT, rel)) as f:
+    tree = ast.parse(f.read())
+  runs = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+          and isinstance(n.func, ast.Attribute) and n.func.attr == "run"
+          and isinstance(n.func.value, ast.Name) and n.func.value.id == "app"]
+  assert runs, rel
+  for call in runs:
+    parser = next((k.value for k in call.keywords if k.arg == "flags_parser"),
+                  None)
+    assert isinstance(parser, ast.Name) and parser.id == "parse_flags", rel
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--stroke_order=sideways",
+     "error: flag --stroke_order=sideways: value should be one of "
+     "<human|random>"),
+    ("--num_train=many", "error: flag --num_train=many: invalid literal for "
+     "int() with base 10: 'many'"),
+    ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
+])
+def test_a_flag_absl_rejects_is_one_line_and_exit_2(tmp_path, flag, message):
+  out = tmp_path / "out"
+  proc = subprocess.run([sys.executable, "-m", "data.synthetic",
+                         f"--out_dir={out}", flag], cwd=ROOT, env=_clean_env(),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip() == message
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("rel", sorted(ENTRY_POINTS))
 def test_entry_point_imports_quiet_first(rel):
   """utils.quiet comes before any import that can reach TensorFlow."""
   with open(os.path.join(ROOT, rel)) as f:

@@ -7,10 +7,14 @@ CLIs wrap their ``main`` with :func:`cli_main`, which prints ``error: <msg>``
 to stderr and exits with status 2 instead of showing a traceback;
 :func:`check_argv`, :func:`require_flags` and :func:`require_min` are their
 common command-line checks (stray positional arguments, missing required
-flags, numbers below their minimum).
+flags, numbers below their minimum).  :func:`parse_flags` is their absl
+flags parser: an unknown flag or a value absl rejects (a word for an
+integer, a choice not offered) is one line and exit 2 as well.
 """
 import functools
 import sys
+
+from absl import flags as absl_flags
 
 EXIT_USER_ERROR = 2
 
@@ -35,6 +39,18 @@ def cli_main(main):
       sys.exit(130)
 
   return wrapped
+
+
+def parse_flags(argv):
+  """The CLIs' absl ``flags_parser`` (given to ``app.run``): absl's
+  parsing, with its errors as ``error: <msg>`` and exit 2 instead of its
+  two-line "FATAL Flags parsing error" and exit 1."""
+  try:
+    return absl_flags.FLAGS(argv)
+  except absl_flags.Error as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.stderr.flush()
+    sys.exit(EXIT_USER_ERROR)
 
 
 def check_argv(argv, hint="use --flag=value"):

@@ -40,7 +40,8 @@ from model.storage.checkpoint import CheckpointState, build_model, write_train_i
 from model.tf1.tf1_layout import (NON_WEIGHTS, SCOPE, infer_architecture,
                                   release_shapes, trainable_names, weight_map)
 from utils import ownership
-from utils.errors import UserError, check_argv, cli_main, require_flags
+from utils.errors import (UserError, check_argv, cli_main, parse_flags,
+                          require_flags)
 
 FLAGS = flags.FLAGS
 if __name__ == "__main__":   # importing this module defines no flag
@@ -379,4 +380,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
