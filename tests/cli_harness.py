@@ -42,8 +42,10 @@ def run_in_process(cli, args):
   fv = flags.FlagValues()
   out, err = io.StringIO(), io.StringIO()
 
-  def fake_run(main, argv=None):
-    sys.exit(main(fv(argv or sys.argv)))
+  def fake_run(main, argv=None, flags_parser=None):
+    # flags.FLAGS is fv below, so the CLI's own parser parses into fv
+    argv = argv or sys.argv
+    sys.exit(main(flags_parser(argv) if flags_parser else fv(argv)))
 
   with pytest.MonkeyPatch.context() as mp:
     for name in DEFINES:
