@@ -23,6 +23,13 @@ class UserError(Exception):
   """A mistake in the user's input; printed as one line without a traceback."""
 
 
+def _exit_with(message):
+  """Prints ``error: <message>`` to stderr and exits with status 2."""
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
 def cli_main(main):
   """Wraps an absl ``main(argv)`` so that UserError becomes a one-line exit 2."""
 
@@ -31,9 +38,7 @@ def cli_main(main):
     try:
       return main(argv)
     except UserError as e:
-      sys.stderr.write(f"error: {e}\n")
-      sys.stderr.flush()
-      sys.exit(EXIT_USER_ERROR)
+      _exit_with(e)
     except KeyboardInterrupt:
       sys.stderr.write("interrupted\n")
       sys.exit(130)
@@ -48,9 +53,7 @@ def parse_flags(argv):
   try:
     return absl_flags.FLAGS(argv)
   except absl_flags.Error as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.stderr.flush()
-    sys.exit(EXIT_USER_ERROR)
+    _exit_with(e)
 
 
 def check_argv(argv, hint="use --flag=value"):
